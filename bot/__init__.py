@@ -1,0 +1,1 @@
+"""Rein's Telegram surface: the application factory, handlers and rendering."""

@@ -1,0 +1,238 @@
+"""Thin handlers: parse the update, call the coach, render, reply."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from telegram import CallbackQuery, InlineKeyboardMarkup, Message, Update
+from telegram.constants import ChatAction, ParseMode
+from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.ext import ContextTypes
+
+from bot import render, texts
+from pipeline.coach import RATEABLE, Who
+from pipeline.replies import Reply
+
+if TYPE_CHECKING:
+    from bot.app import Services
+
+logger = logging.getLogger(__name__)
+
+
+def services(context: ContextTypes.DEFAULT_TYPE) -> Services:
+    """The services created at start-up."""
+    return context.application.bot_data["services"]
+
+
+def who(update: Update) -> Who:
+    """The speaker of an update (private chats only)."""
+    user = update.effective_user
+    chat = update.effective_chat
+    assert user is not None and chat is not None
+    return Who(telegram_id=user.id, chat_id=chat.id, language_code=user.language_code)
+
+
+@contextlib.asynccontextmanager
+async def typing(context: ContextTypes.DEFAULT_TYPE, chat_id: int) -> AsyncIterator[None]:
+    """Show "typing…" until the block ends (Telegram clears it after about 5 s, so it is renewed)."""
+
+    async def keep_typing() -> None:
+        while True:
+            with contextlib.suppress(TelegramError):
+                await context.bot.send_chat_action(chat_id, ChatAction.TYPING)
+            await asyncio.sleep(4.5)
+
+    task = asyncio.create_task(keep_typing())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def send_replies(context: ContextTypes.DEFAULT_TYPE, chat_id: int, replies: list[Reply]) -> None:
+    """Send each reply as one or more HTML messages; buttons go on the last part."""
+    for reply in replies:
+        if reply.document is not None:
+            name, content = reply.document
+            await context.bot.send_document(chat_id, document=content, filename=name,
+                                            caption=render.render(reply, limit=1000)[0],
+                                            parse_mode=ParseMode.HTML)
+            continue
+        parts = render.render(reply)
+        rate_turn = reply.turn_id if reply.kind in RATEABLE else None
+        markup = render.keyboard(reply.buttons, rate_turn=rate_turn)
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            await context.bot.send_message(chat_id, part, reply_markup=markup if last else None,
+                                           parse_mode=ParseMode.HTML)
+
+
+Work = Callable[["Services", Who], Awaitable[list[Reply]]]
+
+
+async def run_turn(update: Update, context: ContextTypes.DEFAULT_TYPE, work: Work, *, compact: bool = False) -> None:
+    """One coach call for the speaker, in order with their other updates, with the typing indicator."""
+    speaker = who(update)
+    svc = services(context)
+    async with svc.locks.hold(speaker.telegram_id):
+        async with typing(context, speaker.chat_id):
+            replies = await work(svc, speaker)
+        await send_replies(context, speaker.chat_id, replies)
+        if compact:
+            await svc.coach.compact_history(speaker)
+
+
+async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/start: welcome and ask for the goal."""
+    await run_turn(update, context, lambda svc, w: svc.coach.start(w))
+
+
+async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/help: what Rein does and every command."""
+    assert update.effective_chat is not None
+    await context.bot.send_message(update.effective_chat.id, texts.HELP, parse_mode=ParseMode.HTML)
+
+
+async def plan(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/plan: the current plan."""
+    await run_turn(update, context, lambda svc, w: svc.coach.show_plan(w))
+
+
+async def goal(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/goal: start a new goal."""
+    await run_turn(update, context, lambda svc, w: svc.coach.new_goal(w))
+
+
+async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/cancel: leave the step in progress."""
+    await run_turn(update, context, lambda svc, w: svc.coach.cancel(w))
+
+
+async def export(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/export: the user's data as a JSON document."""
+
+    async def work(svc: Services, w: Who) -> list[Reply]:
+        return [await svc.coach.export(w)]
+
+    await run_turn(update, context, work)
+
+
+async def delete(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/delete: ask before erasing everything."""
+    await run_turn(update, context, lambda svc, w: svc.coach.delete_request(w))
+
+
+async def text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Any text: answered by the coach according to the user's stage."""
+    assert update.effective_message is not None
+    message_text = update.effective_message.text or ""
+    await run_turn(update, context, lambda svc, w: svc.coach.on_text(w, message_text), compact=True)
+
+
+async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A command Rein does not have."""
+    assert update.effective_chat is not None
+    await context.bot.send_message(update.effective_chat.id, texts.UNKNOWN_COMMAND, parse_mode=ParseMode.HTML)
+
+
+async def not_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Stickers, photos, voice, locations…: explain what Rein understands."""
+    assert update.effective_chat is not None
+    await context.bot.send_message(update.effective_chat.id, texts.NOT_TEXT, parse_mode=ParseMode.HTML)
+
+
+async def group(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Groups: say once that Rein coaches one-to-one only."""
+    chat = update.effective_chat
+    if chat is None:
+        return
+    told: set[int] = context.application.bot_data.setdefault("groups_told", set())
+    if chat.id in told:
+        return
+    told.add(chat.id)
+    with contextlib.suppress(Forbidden, BadRequest):
+        await context.bot.send_message(chat.id, texts.GROUPS, parse_mode=ParseMode.HTML)
+
+
+async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Every inline button: validated, checked for ownership by the coach, answered at once."""
+    query = update.callback_query
+    assert query is not None
+    parsed = render.decode(query.data)
+    if parsed is None or update.effective_chat is None or update.effective_chat.type != "private":
+        await _answer(query, texts.EXPIRED, alert=True)
+        return
+    if parsed.action == "rate":
+        await rate(update, context, parsed.ref, parsed.value or 0)
+        return
+    await _answer(query, None)
+    ref = parsed.ref
+    calls: dict[str, Work] = {
+        "skip": lambda svc, w: svc.coach.skip_clarification(w, ref),
+        "retry": lambda svc, w: svc.coach.retry(w, ref),
+        "accept": lambda svc, w: svc.coach.plan_action(w, "accept", ref),
+        "regenerate": lambda svc, w: svc.coach.plan_action(w, "regenerate", ref),
+        "adjust": lambda svc, w: svc.coach.plan_action(w, "adjust", ref),
+        "goal_new": lambda svc, w: svc.coach.confirm_new_goal(w, ref, True),
+        "goal_keep": lambda svc, w: svc.coach.confirm_new_goal(w, ref, False),
+        "delete_yes": lambda svc, w: svc.coach.delete_confirm(w, ref, True),
+        "delete_no": lambda svc, w: svc.coach.delete_confirm(w, ref, False),
+        "skip_reason": lambda svc, w: svc.coach.skip_reason(w, ref),
+    }
+    call = calls.get(parsed.action)
+    if call is None:
+        return
+    message = query.message
+    if isinstance(message, Message):
+        # The question is answered: take its action buttons away (the rating row stays).
+        await _edit_markup(query, message.reply_markup, render.without_actions(message.reply_markup))
+    await run_turn(update, context, call)
+
+
+async def rate(update: Update, context: ContextTypes.DEFAULT_TYPE, turn_id: int, value: int) -> None:
+    """A star pressed: stored, sent to Opik as `user_rating`, acknowledged, and the row shows the choice."""
+    query = update.callback_query
+    assert query is not None
+    svc = services(context)
+    outcome = await svc.coach.rate(who(update), turn_id, value)
+    if not outcome.ok:
+        await _answer(query, texts.NOT_YOURS, alert=True)
+        return
+    await _answer(query, f"Thanks, rated {value}/5")
+    message = query.message
+    if isinstance(message, Message):
+        await _edit_markup(query, message.reply_markup, render.with_rating(message.reply_markup, turn_id, value))
+    if outcome.followup:
+        speaker = who(update)
+        async with svc.locks.hold(speaker.telegram_id):
+            await send_replies(context, speaker.chat_id, outcome.followup)
+    svc.background(svc.coach.sync_ratings())
+
+
+async def _edit_markup(
+    query: CallbackQuery, old: InlineKeyboardMarkup | None, new: InlineKeyboardMarkup | None
+) -> None:
+    """Edit a message's keyboard unless nothing would change (Telegram refuses identical edits)."""
+    if (old.to_dict() if old else None) == (new.to_dict() if new else None):
+        return
+    with contextlib.suppress(BadRequest, Forbidden):
+        await query.edit_message_reply_markup(reply_markup=new)
+
+
+async def _answer(query: object, text: str | None, *, alert: bool = False) -> None:
+    with contextlib.suppress(BadRequest):
+        await query.answer(text, show_alert=alert)  # type: ignore[attr-defined]
+
+
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Log every unhandled error once, and tell the user something went wrong."""
+    logger.error("bot.unhandled_error", exc_info=context.error)
+    if isinstance(update, Update) and update.effective_chat is not None and update.effective_chat.type == "private":
+        with contextlib.suppress(TelegramError):
+            await context.bot.send_message(update.effective_chat.id, texts.BUSY, parse_mode=ParseMode.HTML)

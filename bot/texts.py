@@ -1,0 +1,32 @@
+"""Fixed texts of the Telegram surface and the command menu."""
+
+from __future__ import annotations
+
+COMMANDS: list[tuple[str, str]] = [
+    ("start", "Start, or see where you are"),
+    ("goal", "Start a new goal"),
+    ("plan", "Show your current plan"),
+    ("cancel", "Leave the step in progress"),
+    ("export", "Download all your data (JSON)"),
+    ("delete", "Erase all your data"),
+    ("help", "What Rein can do"),
+]
+
+HELP = (
+    "<b>Rein, your goal coach</b>\n"
+    "Tell me what you want to change. I'll ask a few questions, write a resolution and a plan with "
+    "milestones, and then coach you along the way. Just write to me in any language.\n\n"
+    + "\n".join(f"/{name} — {description}" for name, description in COMMANDS)
+)
+
+NOT_TEXT = (
+    "I can only read text messages for now. Tell me in words how it's going, or what you'd like to "
+    "achieve, and I'll take it from there. /help lists what I can do."
+)
+GROUPS = "I coach one-to-one only. Message me privately to work on your goals."
+UNKNOWN_COMMAND = "I don't know that command. /help lists the ones I understand."
+NOT_ALLOWED = "Rein is in a private beta and this account isn't on the list yet. Sorry!"
+EXPIRED = "This button has expired."
+NOT_YOURS = "This button isn't for you."
+BUSY = "Something went wrong on my side. Please try again in a moment."
+SLOW_DOWN = "You're sending messages faster than I can coach. Give me a moment, then try again."

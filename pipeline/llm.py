@@ -1,0 +1,160 @@
+"""The one adapter over google-genai: timeouts, retries with backoff, structured output."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from google import genai
+from google.genai import errors, types
+from pydantic import BaseModel, ValidationError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class LLMError(Exception):
+    """The LLM could not give a usable answer; `kind` says why (for the user-facing message)."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind  # busy | unavailable | timeout | invalid | blocked | empty
+
+
+@dataclass
+class Usage:
+    """Token counts of one call."""
+
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+
+
+_RETRY_DELAY = re.compile(r"retryDelay['\"]?:\s*['\"]?(\d+(?:\.\d+)?)s")
+
+
+def _retry_hint(error: errors.APIError) -> float | None:
+    match = _RETRY_DELAY.search(str(error.details) if error.details else str(error))
+    return float(match.group(1)) if match else None
+
+
+class LLM:
+    """Gemini through google-genai's async client; one instance per process."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        model: str,
+        base_url: str | None = None,
+        timeout_s: float = 30.0,
+        attempts: int = 3,
+        backoff_s: float = 1.0,
+        wrap: Callable[[genai.Client], genai.Client] | None = None,
+    ) -> None:
+        options = types.HttpOptions(base_url=base_url, timeout=int(timeout_s * 1000))
+        client = genai.Client(api_key=api_key, http_options=options)
+        self._client = wrap(client) if wrap else client
+        self.model = model
+        self.timeout_s = timeout_s
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+
+    async def text(self, *, system: str, contents: list[types.Content], temperature: float = 0.7) -> str:
+        """A free-text answer."""
+        config = types.GenerateContentConfig(system_instruction=system, temperature=temperature)
+        response = await self._call(contents, config)
+        text = (response.text or "").strip()
+        if not text:
+            raise LLMError("empty", "no text in the answer")
+        return text
+
+    async def structured(
+        self, schema: type[T], *, system: str, contents: list[types.Content], temperature: float = 0.4
+    ) -> T:
+        """An answer parsed into `schema`; output that fails validation is asked for once more."""
+        config = types.GenerateContentConfig(
+            system_instruction=system,
+            temperature=temperature,
+            response_mime_type="application/json",
+            response_schema=schema,
+        )
+        last_error = ""
+        for _ in range(2):
+            response = await self._call(contents, config)
+            try:
+                if isinstance(response.parsed, schema):
+                    return response.parsed
+                return schema.model_validate_json(response.text or "")
+            except ValidationError as exc:
+                last_error = str(exc).splitlines()[0]
+                logger.warning("llm.invalid_output schema=%s error=%s", schema.__name__, last_error)
+        raise LLMError("invalid", last_error)
+
+    async def _call(self, contents: list[types.Content], config: types.GenerateContentConfig) -> Any:
+        delay = self.backoff_s
+        for attempt in range(1, self.attempts + 1):
+            try:
+                async with asyncio.timeout(self.timeout_s + 1):
+                    response = await self._client.aio.models.generate_content(
+                        model=self.model, contents=contents, config=config
+                    )
+            except errors.APIError as exc:
+                retryable = exc.code == 429 or (exc.code or 0) >= 500
+                kind = "busy" if exc.code == 429 else "unavailable"
+                if not retryable or attempt == self.attempts:
+                    raise LLMError(kind, f"HTTP {exc.code}") from exc
+                wait = min(_retry_hint(exc) or delay, 10 * self.backoff_s + 5)
+            except (TimeoutError, httpx.TimeoutException) as exc:
+                if attempt == self.attempts:
+                    raise LLMError("timeout", f"no answer in {self.timeout_s:.0f} s") from exc
+                wait = delay
+            except (httpx.TransportError, OSError) as exc:
+                if attempt == self.attempts:
+                    raise LLMError("unavailable", type(exc).__name__) from exc
+                wait = delay
+            else:
+                return _check_candidates(response)
+            logger.info("llm.retry attempt=%d wait_s=%.2f", attempt, wait)
+            await asyncio.sleep(wait * (1 + random.random() * 0.1))
+            delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def aclose(self) -> None:
+        """Release the client's connections."""
+        try:
+            await self._client.aio.aclose()
+        except Exception:  # the client may already be closed
+            logger.debug("llm.close_failed", exc_info=True)
+
+
+def _check_candidates(response: Any) -> Any:
+    candidates = response.candidates or []
+    if not candidates:
+        feedback = getattr(response, "prompt_feedback", None)
+        if feedback is not None and getattr(feedback, "block_reason", None):
+            raise LLMError("blocked", str(feedback.block_reason))
+        raise LLMError("empty", "no candidates")
+    first = candidates[0]
+    finish = str(first.finish_reason or "")
+    if "SAFETY" in finish or "PROHIBITED" in finish or "BLOCKLIST" in finish:
+        raise LLMError("blocked", finish)
+    if not first.content or not first.content.parts:
+        raise LLMError("empty", f"no content (finish {finish})")
+    return response
+
+
+def user_content(text: str) -> types.Content:
+    """One user message as google-genai content."""
+    return types.Content(role="user", parts=[types.Part(text=text)])
+
+
+def model_content(text: str) -> types.Content:
+    """One coach (model) message as google-genai content."""
+    return types.Content(role="model", parts=[types.Part(text=text)])

@@ -1,0 +1,117 @@
+"""Rein's one settings object, read from the environment and `.env`."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{20,}$")
+
+# Where to get each required setting; used in the one-line start-up error.
+HINTS: dict[str, str] = {
+    "telegram_bot_token": "create a bot with @BotFather and copy its token",
+    "gemini_api_key": "create a key at https://aistudio.google.com/apikey",
+}
+
+
+def _int_list(value: object) -> object:
+    if isinstance(value, str):
+        return [int(part) for part in re.split(r"[,\s]+", value.strip()) if part]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting Rein reads; names match the environment variables (upper case)."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    telegram_bot_token: SecretStr
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_rate_limit: float = Field(30.0, gt=0, description="Messages per second the bot may send")
+
+    gemini_api_key: SecretStr
+    gemini_model: str = "gemini-2.5-flash"
+    gemini_base_url: str | None = None
+    gemini_timeout_s: float = Field(30.0, gt=0)
+    gemini_attempts: int = Field(3, ge=1, le=10)
+    gemini_backoff_s: float = Field(1.0, ge=0)
+
+    database_url: str = "sqlite+aiosqlite:///./data/rein.db"
+
+    opik_api_key: SecretStr | None = None
+    opik_workspace: str | None = None
+    opik_project_name: str = "rein"
+    opik_url_override: str | None = None
+    opik_track_disable: bool = False
+    opik_flush_timeout_s: float = Field(10.0, ge=0)
+    rating_sync_interval_s: float = Field(60.0, gt=0)
+
+    admin_user_ids: Annotated[list[int], NoDecode] = []
+    allowed_user_ids: Annotated[list[int], NoDecode] = []
+    llm_calls_per_minute: int = Field(12, ge=1, description="Per-user cap on LLM turns per minute")
+    history_turns: int = Field(12, ge=2, description="Recent turns sent verbatim to the coach")
+    max_clarify_rounds: int = Field(3, ge=0, le=3)
+    # USD per million tokens (input, output) for models Opik does not price.
+    price_input_per_mtok: Decimal = Decimal("0.30")
+    price_output_per_mtok: Decimal = Decimal("2.50")
+    log_level: str = "INFO"
+
+    @field_validator("admin_user_ids", "allowed_user_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        return _int_list(value)
+
+    @field_validator("telegram_bot_token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr) -> SecretStr:
+        if not _TOKEN_RE.match(value.get_secret_value()):
+            raise ValueError("does not look like a bot token (digits, a colon, then letters)")
+        return value
+
+    @field_validator("gemini_api_key")
+    @classmethod
+    def _key_present(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("is empty")
+        return value
+
+    @field_validator("telegram_api_url", "gemini_base_url", "opik_url_override")
+    @classmethod
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @property
+    def tracing_enabled(self) -> bool:
+        """Tracing is on when Opik is configured (a key or a local server) and not disabled."""
+        if self.opik_track_disable:
+            return False
+        key = self.opik_api_key.get_secret_value() if self.opik_api_key else ""
+        return bool(key or self.opik_url_override)
+
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file the database URL points at, if any."""
+        if not self.database_url.startswith("sqlite"):
+            return None
+        _, _, rest = self.database_url.partition(":///")
+        return Path(rest) if rest and rest != ":memory:" else None
+
+
+def describe_error(error: ValidationError) -> str:
+    """One line naming the first bad setting and where to get it."""
+    first = error.errors()[0]
+    name = str(first["loc"][0]) if first["loc"] else "settings"
+    env = name.upper()
+    if first["type"] == "missing" or first.get("input") in ("", None):
+        hint = HINTS.get(name, "set it in .env (see .env.example)")
+        return f"{env} is not set: {hint}"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{env} is invalid: {message} (see .env.example)"

@@ -1,0 +1,181 @@
+"""Opik in one place: configured once, a no-op without settings, bounded flush at shutdown."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from google import genai
+
+    from pipeline.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_LAST_RESPONSE: ContextVar[Any] = ContextVar("rein_last_genai_response")
+
+
+@dataclass
+class TurnTrace:
+    """The trace of one turn: its id (None when tracing is off) and its output, set by the turn."""
+
+    id: str | None = None
+    _data: Any = field(default=None, repr=False)
+
+    def set_output(self, output: dict[str, Any]) -> None:
+        """Record what the coach answered."""
+        if self._data is not None:
+            self._data.update(output=output)
+
+    def add_metadata(self, metadata: dict[str, Any]) -> None:
+        """Add metadata to the trace."""
+        if self._data is not None:
+            self._data.update(metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """One feedback score for a trace (or, with `thread=True`, for an Opik thread)."""
+
+    target_id: str
+    name: str
+    value: float
+    reason: str | None = None
+    thread: bool = False
+
+
+class Tracer:
+    """Opik tracing for Rein; every method is safe to call when tracing is off."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.enabled = settings.tracing_enabled
+        self.project = settings.opik_project_name
+        self.flush_timeout_s = settings.opik_flush_timeout_s
+        self._prices = (settings.price_input_per_mtok, settings.price_output_per_mtok)
+        self._opik: Any = None
+        _export_environment(settings)
+        if self.enabled:
+            logger.info("tracing.on project=%s", self.project)
+        else:
+            logger.info("tracing.off reason=no Opik settings (OPIK_API_KEY or OPIK_URL_OVERRIDE)")
+
+    @contextmanager
+    def turn(
+        self, name: str, *, thread_id: str, input: dict[str, Any], metadata: dict[str, Any], tags: list[str]
+    ) -> Iterator[TurnTrace]:
+        """A trace around one turn; an exception escaping it is recorded on the trace."""
+        if not self.enabled:
+            yield TurnTrace()
+            return
+        import opik
+
+        with opik.start_as_current_trace(
+            name, input=input, metadata=metadata, tags=tags, thread_id=thread_id, project_name=self.project
+        ) as data:
+            yield TurnTrace(id=data.id, _data=data)
+
+    def wrap_client(self, client: genai.Client) -> genai.Client:
+        """Gemini calls become LLM spans with token usage and an estimated cost from the price table."""
+        if not self.enabled:
+            return client
+        from opik.integrations.genai import track_genai
+
+        # track_genai hands its cost callback only the response's output fields, not its usage, so the
+        # raw call keeps the whole response in a context variable for the callback to price.
+        inner = client.aio.models.generate_content
+
+        async def remember(*args: Any, **kwargs: Any) -> Any:
+            response = await inner(*args, **kwargs)
+            _LAST_RESPONSE.set(response)
+            return response
+
+        client.aio.models.generate_content = remember  # type: ignore[method-assign]
+        return track_genai(client, project_name=self.project,
+                           cost_callback=lambda _output: self._cost(_LAST_RESPONSE.get(None)))
+
+    def _cost(self, response: Any) -> float | None:
+        usage = getattr(response, "usage_metadata", None)
+        if usage is None:
+            return None
+        prompt = Decimal(usage.prompt_token_count or 0)
+        output = Decimal((usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0))
+        return float((prompt * self._prices[0] + output * self._prices[1]) / Decimal(1_000_000))
+
+    def send_feedback(self, scores: list[Feedback], *, timeout_s: float = 5.0) -> bool:
+        """Send scores straight to Opik's REST API (blocking; run it in a thread). True once Opik took them."""
+        if not self.enabled or not scores:
+            return False
+        import opik
+        from opik.rest_api.types.feedback_score_batch_item import FeedbackScoreBatchItem
+        from opik.rest_api.types.feedback_score_batch_item_thread import FeedbackScoreBatchItemThread
+
+        options: Any = {"timeout_in_seconds": int(max(1, timeout_s)), "max_retries": 0}
+        try:
+            rest = self._client(opik).rest_client
+            trace_items = [
+                FeedbackScoreBatchItem(id=s.target_id, name=s.name, value=s.value, reason=s.reason, source="sdk",
+                                       project_name=self.project)
+                for s in scores if not s.thread
+            ]
+            thread_items = [
+                FeedbackScoreBatchItemThread(thread_id=s.target_id, name=s.name, value=s.value, reason=s.reason,
+                                             source="sdk", project_name=self.project)
+                for s in scores if s.thread
+            ]
+            if trace_items:
+                rest.traces.score_batch_of_traces(scores=trace_items, request_options=options)
+            if thread_items:
+                rest.traces.score_batch_of_threads(scores=thread_items, request_options=options)
+        except Exception as exc:
+            logger.warning("tracing.feedback_failed count=%d error=%s", len(scores), type(exc).__name__)
+            return False
+        return True
+
+    def _client(self, opik: Any) -> Any:
+        if self._opik is None:
+            self._opik = opik.Opik(project_name=self.project)
+        return self._opik
+
+    def flush(self) -> bool:
+        """Send pending traces, waiting at most the configured bound; True if it finished in time."""
+        if not self.enabled:
+            return True
+        import opik
+
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                opik.flush_tracker(timeout=max(1, int(self.flush_timeout_s)))
+            except Exception:
+                logger.warning("tracing.flush_failed", exc_info=True)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="opik-flush", daemon=True).start()
+        finished = done.wait(self.flush_timeout_s)
+        if not finished:
+            logger.warning("tracing.flush_timeout seconds=%.1f", self.flush_timeout_s)
+        return finished
+
+
+def _export_environment(settings: Settings) -> None:
+    """Opik's SDK reads its own variables; pass on what came from `.env` and turn telemetry off."""
+    os.environ.setdefault("OPIK_SENTRY_ENABLE", "false")
+    os.environ.setdefault("OPIK_ANALYTICS_ENABLE", "false")
+    if not settings.tracing_enabled:
+        return
+    os.environ["OPIK_PROJECT_NAME"] = settings.opik_project_name
+    if settings.opik_url_override:
+        os.environ["OPIK_URL_OVERRIDE"] = settings.opik_url_override
+    if settings.opik_api_key:
+        os.environ["OPIK_API_KEY"] = settings.opik_api_key.get_secret_value()
+    if settings.opik_workspace:
+        os.environ["OPIK_WORKSPACE"] = settings.opik_workspace

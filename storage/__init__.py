@@ -1,0 +1,1 @@
+"""Rein's storage: SQLModel tables, the engine, repository functions and Alembic migrations."""

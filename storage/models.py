@@ -1,0 +1,163 @@
+"""SQLModel tables. Every timestamp is timezone-aware UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Dialect, Index, UniqueConstraint
+from sqlalchemy.types import DateTime as _DateTime
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class DateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC that always comes back timezone-aware (SQLite drops the zone)."""
+
+    impl = _DateTime(timezone=True)
+    cache_ok = True
+
+    def __init__(self, timezone: bool = True) -> None:
+        super().__init__()
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime: use an aware UTC datetime")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def utcnow() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class Stage:
+    """Where a user stands in the conversation (stored on the user row)."""
+
+    NEW = "new"  # /start seen, waiting for the goal
+    CLARIFYING = "clarifying"  # coach asked a clarifying question
+    PLAN_REVIEW = "plan_review"  # plan shown, waiting for accept/regenerate/adjust
+    ADJUSTING = "adjusting"  # user asked to adjust; next text is the change
+    COACHING = "coaching"  # plan accepted; texts are coaching turns
+
+
+class User(SQLModel, table=True):
+    """One Telegram user; `opaque_id` is what leaves the database (traces, logs)."""
+
+    __tablename__ = "users"
+
+    id: int | None = Field(default=None, primary_key=True)
+    telegram_id: int = Field(sa_column=Column(BigInteger, unique=True, nullable=False, index=True))
+    chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    opaque_id: str = Field(max_length=36, unique=True)
+    language_code: str | None = Field(default=None, max_length=16)
+    stage: str = Field(default=Stage.NEW, max_length=20)
+    active_goal_id: int | None = Field(default=None)
+    clarify_rounds: int = 0
+    summary: str = ""
+    summary_upto_turn_id: int = 0
+    thread_id: str = Field(max_length=64)
+    timezone: str | None = Field(default=None, max_length=64)
+    blocked: bool = False
+    pending_rating_id: int | None = Field(default=None)  # a low rating whose reason the next text gives
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    last_active_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class Goal(SQLModel, table=True):
+    """What the user wants to change, and what the clarification learned."""
+
+    __tablename__ = "goals"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    text: str
+    status: str = Field(default="active", max_length=16)  # active | replaced | abandoned
+    clarifications: list[dict[str, str]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class Resolution(SQLModel, table=True):
+    """The goal restated: specific, measurable, time-bound, with a strategy."""
+
+    __tablename__ = "resolutions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    goal_id: int = Field(foreign_key="goals.id", index=True, ondelete="CASCADE")
+    statement: str
+    why: str
+    metric: str
+    deadline: date
+    strategy: str
+    trace_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class Plan(SQLModel, table=True):
+    """A plan for a goal: phases (with weekly actions) as JSON; milestones in their own table."""
+
+    __tablename__ = "plans"
+
+    id: int | None = Field(default=None, primary_key=True)
+    goal_id: int = Field(foreign_key="goals.id", index=True, ondelete="CASCADE")
+    resolution_id: int | None = Field(default=None, foreign_key="resolutions.id", ondelete="CASCADE")
+    version: int = 1
+    status: str = Field(default="draft", max_length=16)  # draft | accepted | superseded
+    summary: str = ""
+    phases: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    trace_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    accepted_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class Milestone(SQLModel, table=True):
+    """A dated, measurable checkpoint of a plan."""
+
+    __tablename__ = "milestones"
+
+    id: int | None = Field(default=None, primary_key=True)
+    plan_id: int = Field(foreign_key="plans.id", index=True, ondelete="CASCADE")
+    position: int = 0
+    title: str
+    target_date: date
+    criterion: str
+    reached_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class Turn(SQLModel, table=True):
+    """One message in the conversation, the user's or the coach's."""
+
+    __tablename__ = "turns"
+    __table_args__ = (Index("ix_turns_user_id_id", "user_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE")
+    goal_id: int | None = Field(default=None)
+    role: str = Field(max_length=8)  # user | coach
+    kind: str = Field(max_length=24)  # message | question | resolution | plan | coaching | checkin | error
+    text: str
+    trace_id: str | None = Field(default=None, max_length=64)
+    answered: bool = False  # for user turns: a coach reply was produced
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class Rating(SQLModel, table=True):
+    """A user's 1–5 rating of one coach message; `synced` once it reached Opik."""
+
+    __tablename__ = "ratings"
+    __table_args__ = (UniqueConstraint("user_id", "turn_id", name="uq_ratings_user_turn"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    turn_id: int = Field(foreign_key="turns.id", ondelete="CASCADE")
+    value: int
+    reason: str | None = None
+    reason_asked: bool = False
+    synced: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

@@ -1,0 +1,88 @@
+"""Settings and start-up: required values, malformed values, one clear line and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from pipeline.settings import Settings, describe_error
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_bot(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "GEMINI_", "OPIK_"))}
+    clean.update(env, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "bot"], cwd=cwd, env=clean, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_missing_token_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    """Without TELEGRAM_BOT_TOKEN the bot exits 2 with one line naming it and @BotFather, no traceback."""
+    result = _run_bot({}, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "rein: TELEGRAM_BOT_TOKEN is not set: create a bot with @BotFather and copy its token"
+    ]
+
+
+def test_missing_gemini_key_is_named(tmp_path: Path) -> None:
+    """With a token but no GEMINI_API_KEY, the line names the key and where to get it."""
+    result = _run_bot({"TELEGRAM_BOT_TOKEN": "123:abcdefghijklmnopqrstuvwxyz"}, tmp_path)
+    assert result.returncode == 2
+    assert "GEMINI_API_KEY is not set" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_malformed_token_is_named(tmp_path: Path) -> None:
+    """A token that is not a bot token is reported as invalid."""
+    result = _run_bot({"TELEGRAM_BOT_TOKEN": "not-a-token", "GEMINI_API_KEY": "k"}, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("rein: TELEGRAM_BOT_TOKEN is invalid")
+
+
+def test_dotenv_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings come from .env in the working directory, lists split on commas."""
+    (tmp_path / ".env").write_text(
+        "TELEGRAM_BOT_TOKEN=1:abcdefghijklmnopqrstuvwxyz\nGEMINI_API_KEY=k\nADMIN_USER_IDS=1, 2\nGEMINI_BASE_URL=\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    for name in ("TELEGRAM_BOT_TOKEN", "GEMINI_API_KEY", "ADMIN_USER_IDS", "GEMINI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings()
+    assert settings.admin_user_ids == [1, 2]
+    assert settings.gemini_base_url is None
+    assert settings.tracing_enabled is False
+
+
+def test_env_example_lists_every_setting() -> None:
+    """.env.example names every field of Settings, each with a comment line above it."""
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    names = {line.split("=", 1)[0] for line in lines if "=" in line and not line.startswith("#")}
+    assert names == {name.upper() for name in Settings.model_fields}
+    for index, line in enumerate(lines):
+        if "=" in line and not line.startswith("#"):
+            assert lines[index - 1].startswith("#"), f"{line} has no explanation"
+
+
+def test_bad_url_is_reported() -> None:
+    """A Bot API URL without a scheme is a clear error naming the variable."""
+    with pytest.raises(ValidationError) as info:
+        Settings(_env_file=None, telegram_bot_token="1:abcdefghijklmnopqrstuvwxyz", gemini_api_key="k",
+                 telegram_api_url="api.telegram.org")
+    assert describe_error(info.value).startswith("TELEGRAM_API_URL is invalid")
+
+
+def test_pipeline_and_storage_never_import_telegram() -> None:
+    """The coaching logic and storage stay free of Telegram: no module under them imports telegram."""
+    offenders = [
+        str(path.relative_to(ROOT))
+        for folder in ("pipeline", "storage")
+        for path in (ROOT / folder).rglob("*.py")
+        if any(line.strip().startswith(("import telegram", "from telegram")) for line in path.read_text().splitlines())
+    ]
+    assert offenders == []
