@@ -65,6 +65,8 @@ class User(SQLModel, table=True):
     timezone: str | None = Field(default=None, max_length=64)
     blocked: bool = False
     pending_rating_id: int | None = Field(default=None)  # a low rating whose reason the next text gives
+    thread_closed: bool = False  # the current Opik thread went quiet and was scored
+    session_prompted_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     last_active_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
@@ -161,3 +163,35 @@ class Rating(SQLModel, table=True):
     synced: bool = False
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class Judgement(SQLModel, table=True):
+    """One criterion the LLM judge scored (0–1) on a coach message's trace."""
+
+    __tablename__ = "judgements"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    turn_id: int | None = Field(default=None, foreign_key="turns.id", ondelete="CASCADE")
+    trace_id: str | None = Field(default=None, max_length=64)
+    target: str = Field(max_length=16)  # resolution | plan | coaching | thread
+    criterion: str = Field(max_length=32)
+    score: float
+    reason: str = ""
+    prompt_version: str = Field(default="", max_length=16)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True), index=True)
+
+
+class LLMUsage(SQLModel, table=True):
+    """Tokens and estimated cost of one LLM call (for /stats)."""
+
+    __tablename__ = "llm_usage"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int | None = Field(default=None, foreign_key="users.id", index=True, ondelete="CASCADE")
+    purpose: str = Field(max_length=24)  # the turn kind, "judge", "summary", ...
+    model: str = Field(max_length=64)
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True), index=True)
