@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint typecheck pytest postgres migrate bench clean
+.PHONY: run test install lint typecheck pytest postgres migrate bench image up clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,16 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m bot
 
+# DATABASE_URL from the environment, else from .env (as the bot reads it), else the SQLite default.
 migrate: $(STAMP)
-	$(BIN)/alembic upgrade head
+	$(BIN)/python -c 'import os, dotenv; from storage.db import DEFAULT_URL, upgrade; \
+	upgrade(os.environ.get("DATABASE_URL") or dotenv.dotenv_values(".env").get("DATABASE_URL") or DEFAULT_URL)'
+
+image:
+	docker build -f deploy/Dockerfile -t rein:latest .
+
+up:
+	docker compose --env-file .env -f deploy/compose.yaml up -d --build
 
 postgres:
 	@bash deploy/ensure-postgres.sh

@@ -1,4 +1,4 @@
-"""`python -m bot`: start Rein with long polling."""
+"""`python -m bot`: start Rein (webhook mode when TELEGRAM_WEBHOOK_URL is set, long polling otherwise)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pydantic import ValidationError
 from pipeline.settings import Settings, describe_error
 
 
-def configure_logging(level: str) -> None:
-    """One line per event; httpx stays at WARNING because Bot API URLs carry the token."""
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for noisy in ("httpx", "httpcore", "apscheduler", "opik", "google_genai", "aiosqlite"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def configure_logging(level: str, secrets: list[str] | None = None) -> logging.Handler:
+    """One line per event with opaque user and trace ids; secrets redacted; httpx at WARNING (URLs carry the token)."""
+    from bot.logs import configure
+
+    return configure(level, secrets or [])
 
 
 def main() -> int:
@@ -24,12 +24,14 @@ def main() -> int:
     except ValidationError as error:
         print(f"rein: {describe_error(error)}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
-    from bot.app import build_application
+    from bot.logs import settings_secrets
 
-    app = build_application(settings)
-    app.run_polling(allowed_updates=["message", "edited_message", "callback_query", "my_chat_member"],
-                    drop_pending_updates=False)
+    configure_logging(settings.log_level, settings_secrets(settings))
+    import asyncio
+
+    from bot.webhook import serve
+
+    asyncio.run(serve(settings))  # webhook mode when TELEGRAM_WEBHOOK_URL is set, long polling otherwise
     return 0
 
 

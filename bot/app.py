@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import inspect
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from telegram import BotCommand, LinkPreviewOptions, Update
 from telegram.constants import ParseMode
+from telegram.error import TelegramError
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
     CallbackQueryHandler,
@@ -23,36 +26,64 @@ from telegram.ext import (
     filters,
 )
 
-from bot import handlers, texts
+from bot import admin, handlers, render, texts
+from bot import checkins as checkin_bot
+from bot.metrics import Metrics
+from bot.sendlimit import SendLimiter
+from pipeline import prompts
+from pipeline.checkins import Checkins, CheckinScheduler
 from pipeline.coach import Coach
+from pipeline.judge import Judge
 from pipeline.llm import LLM
 from pipeline.settings import Settings
 from pipeline.tracing import Tracer
 from storage.db import Database
+from storage.leader import Callback as LeaderCallback
+from storage.leader import Leadership
+from storage.locks import AdvisoryLocks, is_postgres, migration_lock
 
 logger = logging.getLogger(__name__)
 
 
-class UserLocks:
-    """One asyncio lock per user, so each user's updates are handled in the order they came."""
+# Users whose lock the current task already holds (webhook mode takes it when an update arrives).
+_HELD: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("rein_held_users", default=frozenset())
 
-    def __init__(self) -> None:
+
+class UserLocks:
+    """One asyncio lock per user, so each user's updates are handled in the order they came.
+
+    With `remote` (PostgreSQL), the holder also takes the user's advisory lock, so the order holds
+    across replicas. Holding is re-entrant within a task.
+    """
+
+    def __init__(self, remote: AdvisoryLocks | None = None) -> None:
         self._locks: dict[int, asyncio.Lock] = {}
         self._users: dict[int, int] = {}
+        self.remote = remote
 
     @contextlib.asynccontextmanager
     async def hold(self, user_id: int) -> AsyncIterator[None]:
         """Hold the user's lock (created on demand, dropped when nobody waits)."""
+        if user_id in _HELD.get():
+            yield
+            return
         lock = self._locks.setdefault(user_id, asyncio.Lock())
         self._users[user_id] = self._users.get(user_id, 0) + 1
         try:
-            async with lock:
-                yield
+            async with lock, self._remote(user_id):
+                token = _HELD.set(_HELD.get() | {user_id})
+                try:
+                    yield
+                finally:
+                    _HELD.reset(token)
         finally:
             self._users[user_id] -= 1
             if self._users[user_id] == 0:
                 del self._users[user_id]
                 del self._locks[user_id]
+
+    def _remote(self, user_id: int) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.remote.hold(user_id) if self.remote is not None else contextlib.nullcontext()
 
     def __len__(self) -> int:
         return len(self._locks)
@@ -67,8 +98,39 @@ class Services:
     llm: LLM
     tracer: Tracer
     coach: Coach
+    judge: Judge
     locks: UserLocks = field(default_factory=UserLocks)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    metrics: Metrics = field(default_factory=Metrics)
+    leadership: Leadership | None = None
+    leader_hooks: list[tuple[LeaderCallback, LeaderCallback]] = field(default_factory=list)
+    checkins: Checkins | None = None
+    checkin_scheduler: CheckinScheduler | None = None
+
+    def on_leader(self, start: LeaderCallback, stop: LeaderCallback) -> None:
+        """Run `start` while this process leads (one replica at a time on PostgreSQL) and `stop` when it stops."""
+        self.leader_hooks.append((start, stop))
+        if self.leadership is not None and self.leadership.is_leader:
+            self.background(_maybe_await(start()))
+
+    async def start_leadership(self) -> None:
+        """Start competing for the scheduler lock (SQLite: lead at once); CHECKIN_SCHEDULER=false never leads."""
+        if not self.settings.checkin_scheduler:
+            logger.info("leader.not_competing reason=CHECKIN_SCHEDULER=false")
+            return
+        self.leadership = Leadership(self.settings.database_url, on_start=self._lead, on_stop=self._unlead,
+                                     retry_s=self.settings.leader_retry_s)
+        await self.leadership.start()
+
+    async def _lead(self) -> None:
+        self.metrics.leader.set(1)
+        for start, _ in self.leader_hooks:
+            await _maybe_await(start())
+
+    async def _unlead(self) -> None:
+        self.metrics.leader.set(0)
+        for _, stop in reversed(self.leader_hooks):
+            await _maybe_await(stop())
 
     def background(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run work after the reply without delaying it; failures are logged, never raised."""
@@ -82,7 +144,18 @@ class Services:
             await asyncio.wait(list(self.tasks), timeout=timeout_s)
 
 
+async def _maybe_await(result: object) -> None:
+    if inspect.isawaitable(result):
+        await result
+
+
+def _user_locks(settings: Settings) -> UserLocks:
+    """In-process locks; on PostgreSQL also advisory locks, so the order holds across replicas."""
+    return UserLocks(AdvisoryLocks(settings.database_url) if is_postgres(settings.database_url) else None)
+
+
 async def _logged(work: Coroutine[Any, Any, Any]) -> None:
+    _HELD.set(frozenset())  # this task runs apart from the turn that started it: it holds no user's lock
     try:
         await work
     except Exception:
@@ -92,8 +165,10 @@ async def _logged(work: Coroutine[Any, Any, Any]) -> None:
 async def create_services(settings: Settings) -> Services:
     """Database (migrated), tracing, the LLM adapter and the coach."""
     db = Database(settings.database_url)
-    await db.migrate()
+    async with migration_lock(settings.database_url):  # replicas starting together migrate one by one
+        await db.migrate()
     tracer = Tracer(settings)
+    metrics = Metrics()
     llm = LLM(
         api_key=settings.gemini_api_key.get_secret_value(),
         model=settings.gemini_model,
@@ -101,11 +176,14 @@ async def create_services(settings: Settings) -> Services:
         timeout_s=settings.gemini_timeout_s,
         attempts=settings.gemini_attempts,
         backoff_s=settings.gemini_backoff_s,
-        wrap=tracer.wrap_client,
+        wrap=lambda client: metrics.instrument_genai(tracer.wrap_client(client)),
     )
     coach = Coach(db=db, llm=llm, tracer=tracer, history_turns=settings.history_turns,
-                  max_clarify_rounds=settings.max_clarify_rounds)
-    return Services(settings=settings, db=db, llm=llm, tracer=tracer, coach=coach)
+                  max_clarify_rounds=settings.max_clarify_rounds, llm_calls_per_minute=settings.llm_calls_per_minute)
+    judge = Judge(db=db, llm=llm, tracer=tracer, sample_rate=settings.judge_sample_rate,
+                  enabled=settings.judge_enabled)
+    return Services(settings=settings, db=db, llm=llm, tracer=tracer, coach=coach, judge=judge,
+                    metrics=metrics, locks=_user_locks(settings))
 
 
 def build_application(settings: Settings) -> Application:
@@ -117,7 +195,7 @@ def build_application(settings: Settings) -> Application:
         .base_url(f"{api}/bot")
         .base_file_url(f"{api}/file/bot")
         .defaults(Defaults(link_preview_options=LinkPreviewOptions(is_disabled=True)))
-        .rate_limiter(AIORateLimiter(overall_max_rate=settings.telegram_rate_limit, overall_time_period=1,
+        .rate_limiter(SendLimiter(overall_max_rate=settings.telegram_rate_limit, overall_time_period=1,
                                      max_retries=3))
         .concurrent_updates(512)
         .connection_pool_size(64)
@@ -133,6 +211,8 @@ def build_application(settings: Settings) -> Application:
 def add_handlers(app: Application, settings: Settings) -> None:
     """Every handler, in priority order."""
     private = filters.ChatType.PRIVATE
+    # Every button press passes this gate first: not on the allow-list, or forged/expired data, stops here.
+    app.add_handler(CallbackQueryHandler(_press_gate(frozenset(settings.allowed_user_ids))), group=-2)
     if settings.allowed_user_ids:
         allowed = filters.User(user_id=settings.allowed_user_ids)
         app.add_handler(MessageHandler(private & ~allowed, _not_allowed), group=-1)
@@ -147,8 +227,10 @@ def add_handlers(app: Application, settings: Settings) -> None:
         ("cancel", handlers.cancel),
         ("export", handlers.export),
         ("delete", handlers.delete),
+        ("stats", admin.stats),
     ):
         app.add_handler(CommandHandler(name, callback, filters=private))
+    checkin_bot.add_handlers(app, private)
     app.add_handler(MessageHandler(private & filters.COMMAND, handlers.unknown_command))
     app.add_handler(MessageHandler(private & filters.TEXT & ~filters.UpdateType.EDITED, handlers.text))
     app.add_handler(MessageHandler(private & ~filters.TEXT & ~filters.UpdateType.EDITED, handlers.not_text))
@@ -164,9 +246,32 @@ async def _not_allowed(update: Update, context: object) -> None:
     raise ApplicationHandlerStop
 
 
+def _press_gate(allowed: frozenset[int]) -> Callable[[Update, object], Coroutine[Any, Any, None]]:
+    async def press_gate(update: Update, context: object) -> None:
+        from telegram.ext import ApplicationHandlerStop
+
+        query = update.callback_query
+        if query is None:
+            return
+        if allowed and query.from_user.id not in allowed:
+            reason = texts.NOT_ALLOWED
+        elif render.decode(query.data) is None:
+            reason = texts.EXPIRED
+        else:
+            return
+        with contextlib.suppress(TelegramError):
+            await query.answer(reason, show_alert=True)
+        raise ApplicationHandlerStop
+
+    return press_gate
+
+
 async def _added_to_group(update: Update, context: object) -> None:
     member = update.my_chat_member
-    if member is None or member.chat.type == "private":
+    if member is not None and member.chat.type == "private":
+        await handlers.member_changed(update, context)  # type: ignore[arg-type]
+        return
+    if member is None:
         return
     if member.new_chat_member.status in ("member", "administrator"):
         await handlers.group(update, context)  # type: ignore[arg-type]
@@ -174,17 +279,39 @@ async def _added_to_group(update: Update, context: object) -> None:
 
 def _post_init(settings: Settings) -> Callable[[Application], Coroutine[Any, Any, None]]:
     async def post_init(app: Application) -> None:
-        app.bot_data["services"] = await create_services(settings)
+        app.bot_data["services"] = svc = await create_services(settings)
+        svc.metrics.track_queue(app.update_queue.qsize)
+        await checkin_bot.setup(app, settings)
+        if svc.checkin_scheduler is not None:
+            svc.checkin_scheduler.send = svc.metrics.counting_sends(svc.checkin_scheduler.send)
+        await svc.start_leadership()
         try:
             await app.bot.set_my_commands([BotCommand(name, desc) for name, desc in texts.COMMANDS])
         except Exception:
             logger.warning("bot.set_commands_failed", exc_info=True)
+        if svc.tracer.enabled:
+            # A daemon thread: an unreachable Opik retries for many seconds, and must never hold up shutdown.
+            threading.Thread(target=svc.tracer.register_prompts, args=(list(prompts.ALL),), name="opik-prompts",
+                             daemon=True).start()
         if app.job_queue is not None:
-            app.job_queue.run_repeating(_sync_ratings, interval=settings.rating_sync_interval_s, first=5,
-                                        name="sync-ratings")
+            jobs = app.job_queue
+
+            def start_jobs() -> None:  # periodic work runs on one replica, like the check-in scheduler
+                jobs.run_repeating(_sync_ratings, interval=settings.rating_sync_interval_s, first=5,
+                                   name="sync-ratings")
+                jobs.run_repeating(handlers.close_quiet_sessions, interval=60, first=30,
+                                   name="quiet-sessions")
+
+            svc.on_leader(start_jobs, lambda: _remove_jobs(jobs, "sync-ratings", "quiet-sessions"))
         logger.info("bot.ready username=%s", app.bot.username)
 
     return post_init
+
+
+def _remove_jobs(jobs: Any, *names: str) -> None:
+    for name in names:
+        for job in jobs.get_jobs_by_name(name):
+            job.schedule_removal()
 
 
 async def _sync_ratings(context: Any) -> None:
@@ -199,8 +326,13 @@ async def _post_shutdown(app: Application) -> None:
     svc: Services | None = app.bot_data.get("services")
     if svc is None:
         return
+    await checkin_bot.teardown(app)
+    if svc.leadership is not None:
+        await svc.leadership.stop()
     await svc.drain()
     await svc.llm.aclose()
     await asyncio.to_thread(svc.tracer.flush)
     await svc.db.dispose()
+    if svc.locks.remote is not None:
+        await svc.locks.remote.dispose()
     logger.info("bot.stopped")

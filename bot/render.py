@@ -25,6 +25,12 @@ ACTION_CODES = {
     "delete_yes": "dy",
     "delete_no": "dn",
     "skip_reason": "rs",
+    "checkin_done": "kd",
+    "checkin_partly": "kp",
+    "checkin_missed": "km",
+    "checkin_snooze": "kz",
+    "checkin_set": "ks",
+    "checkin_adjust": "ka",
 }
 RATE_CODE = "r"
 CODE_ACTIONS = {code: action for action, code in ACTION_CODES.items()}

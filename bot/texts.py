@@ -6,6 +6,12 @@ COMMANDS: list[tuple[str, str]] = [
     ("start", "Start, or see where you are"),
     ("goal", "Start a new goal"),
     ("plan", "Show your current plan"),
+    ("checkin", "When I check in: /checkin 07:30 mon,wed,fri or off"),
+    ("progress", "Your streak, weeks and milestones, with a chart"),
+    ("timezone", "Set your time zone: a city or Area/City"),
+    ("pause", "Pause check-ins: /pause or /pause 3 (days)"),
+    ("resume", "Resume check-ins"),
+    ("quiet", "Quiet hours: /quiet 22:00-07:00 or off"),
     ("cancel", "Leave the step in progress"),
     ("export", "Download all your data (JSON)"),
     ("delete", "Erase all your data"),
@@ -29,4 +35,8 @@ NOT_ALLOWED = "Rein is in a private beta and this account isn't on the list yet.
 EXPIRED = "This button has expired."
 NOT_YOURS = "This button isn't for you."
 BUSY = "Something went wrong on my side. Please try again in a moment."
+STORAGE_DOWN = (
+    "I can't reach my memory right now, so I couldn't save or answer that message. "
+    "Please send it again in a minute."
+)
 SLOW_DOWN = "You're sending messages faster than I can coach. Give me a moment, then try again."

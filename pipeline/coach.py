@@ -12,24 +12,41 @@ import json
 import logging
 import re
 import unicodedata
+from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from google.genai import types
 
-from pipeline import prompts
-from pipeline.llm import LLM, LLMError, model_content, user_content
+from pipeline import logcontext, prompts
+from pipeline.guard import OutputGuard
+from pipeline.llm import (
+    LLM,
+    LLMError,
+    Usage,
+    collect_usage,
+    drain_usage,
+    estimate_cost,
+    model_content,
+    user_content,
+)
+from pipeline.ratelimit import SlidingWindow
 from pipeline.replies import Button, Para, Reply
+from pipeline.schedule import schedule_menu
 from pipeline.schemas import ClarifyDecision, PlanDraft, ResolutionDraft
 from pipeline.tracing import Feedback, Tracer, TurnTrace
 from storage import repository as repo
 from storage.db import Database
-from storage.models import Goal, Milestone, Plan, Resolution, Stage, Turn, User
+from storage.models import Goal, LLMUsage, Milestone, Plan, Resolution, Stage, Turn, User
 
 logger = logging.getLogger(__name__)
 
+# The user row a turn already loaded, for the step it runs (each update is handled in its own task).
+_TURN_USER: ContextVar[User | None] = ContextVar("rein_turn_user", default=None)
+
 MAX_TEXT = 4000
+MAX_INPUT = 4096  # Telegram's own limit: a user's message is stored whole
 USER_RATING = "user_rating"  # Opik feedback score name: the user's 1–5 rating of one coach message
 
 ERROR_TEXT = {
@@ -48,9 +65,13 @@ WELCOME = (
 )
 ASK_GOAL = "What do you want to achieve? Tell me in a sentence or two, e.g. \"get fit\" or \"learn Spanish\"."
 EXPIRED = "This button has expired."
+SLOW_DOWN = ("You're writing faster than I can coach. I've kept every message: give me a minute, then "
+             "tap Try again or send your next one, and I'll answer with all of it in mind.")
 
 
-RATEABLE = frozenset({"question", "resolution", "plan", "coaching", "checkin", "review"})
+RATEABLE = frozenset({"question", "resolution", "plan", "coaching", "checkin", "review", "session"})
+SESSION_RATING = "session_rating"  # Opik thread score: the user's 1–5 answer to "How was this session?"
+SESSION_PROMPT = "How was this session? Tap a star: it helps me coach you better."
 ASK_REASON = "Sorry that wasn't helpful. What would have helped? Just write it, or tap Skip."
 
 
@@ -61,6 +82,16 @@ class RateOutcome:
     ok: bool
     value: int = 0
     followup: list[Reply] | None = None
+
+
+@dataclass(frozen=True)
+class ClosedThread:
+    """A conversation that went quiet: its thread is scored; `prompt` asks the user to rate it."""
+
+    who: Who
+    user_id: int
+    thread_id: str
+    prompt: Reply | None
 
 
 @dataclass(frozen=True)
@@ -80,19 +111,25 @@ def clean_text(text: str) -> str:
         if char in "\n\t" or category not in ("Cc", "Cf") or char in "\u200d\u200c\u200e\u200f":
             kept.append(char)
     cleaned = re.sub(r"\n{3,}", "\n\n", "".join(kept)).strip()
-    return cleaned[:MAX_TEXT]
+    if not any(unicodedata.category(char)[0] not in "CZ" for char in cleaned):
+        return ""  # only joiners, marks or spaces: nothing to answer
+    return cleaned[:MAX_INPUT]
 
 
 class Coach:
     """The conversation logic; no Telegram here."""
 
     def __init__(self, *, db: Database, llm: LLM, tracer: Tracer, history_turns: int = 12,
-                 max_clarify_rounds: int = 3) -> None:
+                 max_clarify_rounds: int = 3, llm_calls_per_minute: int = 0) -> None:
         self.db = db
         self.llm = llm
         self.tracer = tracer
         self.history_turns = history_turns
         self.max_clarify_rounds = max_clarify_rounds
+        # Per-user cap on LLM turns (0: none); what the user wrote is stored before the check.
+        self.limiter = SlidingWindow(llm_calls_per_minute) if llm_calls_per_minute else None
+        self.guard = OutputGuard()
+        self._compact_due: set[int] = set()  # users whose history outgrew the window (checked per coaching turn)
 
     # ----- entry points -------------------------------------------------------------------------
 
@@ -114,6 +151,9 @@ class Coach:
             user = await self._user(session, who)
             if user.pending_rating_id is not None:
                 return await self._save_reason(session, user, text)
+            if user.thread_closed:  # the last conversation went quiet and was scored: a new one starts
+                user.thread_id = repo.new_thread_id(user.opaque_id)
+                user.thread_closed = False
             kind = {
                 Stage.NEW: "goal",
                 Stage.CLARIFYING: "answer",
@@ -132,9 +172,8 @@ class Coach:
                 user.stage = Stage.PLAN_REVIEW
             session.add(user)
             turn = await repo.add_turn(session=session, user=user, role="user", kind=kind, text=text)
-            turn_id = turn.id
-        assert turn_id is not None
-        return await self._advance(who, turn_id)
+        assert turn.id is not None
+        return await self._advance(who, turn.id, loaded=(user, turn))
 
     async def retry(self, who: Who, turn_id: int) -> list[Reply]:
         """The "Try again" button: finish an unanswered turn, if it is still the newest."""
@@ -169,7 +208,7 @@ class Coach:
                 await repo.accept_plan(session=session, plan=plan)
                 user.stage = Stage.COACHING
                 session.add(user)
-                return [Reply.plain(
+                return [schedule_menu(
                     "Plan accepted. 🎉 From now on, tell me how it's going, ask for advice, or report what "
                     "you did, and I'll coach you with your plan in mind. /plan shows it any time."
                 )]
@@ -290,6 +329,17 @@ class Coach:
             await repo.delete_user(session=session, user=user)
         return [Reply.plain("All your data has been deleted. Send /start if you ever want to begin again.")]
 
+    async def set_blocked(self, who: Who, blocked: bool) -> None:
+        """The user blocked (or unblocked) the bot: nothing more is sent until they come back."""
+        async with self.db.session() as session:
+            user = await repo.get_user(session=session, telegram_id=who.telegram_id)
+            if user is None or user.blocked == blocked:
+                return
+            logcontext.set_user(user.opaque_id)
+            user.blocked = blocked
+            session.add(user)
+        logger.info("coach.blocked_changed blocked=%s", blocked)
+
     async def rate(self, who: Who, turn_id: int, value: int) -> RateOutcome:
         """A 1–5 rating of one of the user's coach messages; a new press replaces the old value."""
         if not 1 <= value <= 5:
@@ -340,16 +390,48 @@ class Coach:
             pending = await repo.unsynced_ratings(session=session)
         if not pending:
             return 0
-        scores = [Feedback(trace_id, USER_RATING, float(rating.value), rating.reason) for rating, trace_id in pending]
+        scores = [
+            Feedback(thread_id or "", SESSION_RATING, float(rating.value), rating.reason, thread=True)
+            if kind == "session" else Feedback(trace_id or "", USER_RATING, float(rating.value), rating.reason)
+            for rating, trace_id, thread_id, kind in pending
+        ]
         if not await asyncio.to_thread(self.tracer.send_feedback, scores):
             return 0
         async with self.db.session() as session:
             await repo.mark_ratings_synced(session=session,
-                                           versions=[(r.id or 0, r.updated_at) for r, _ in pending])
+                                           versions=[(r.id or 0, r.updated_at) for r, *_ in pending])
         return len(pending)
+
+    async def close_quiet_threads(self, *, quiet_s: float, now: datetime | None = None,
+                                  limit: int = 200) -> list[ClosedThread]:
+        """Close conversations quiet for `quiet_s`; offer "How was this session?" at most once a day."""
+        now = now or datetime.now(UTC)
+        closed: list[ClosedThread] = []
+        async with self.db.session() as session:
+            for user in await repo.quiet_open_threads(session=session, before=now - timedelta(seconds=quiet_s),
+                                                      limit=limit):
+                assert user.id is not None
+                user.thread_closed = True
+                session.add(user)
+                prompt = None
+                coached = await repo.count_thread_turns(session=session, user_id=user.id, thread_id=user.thread_id,
+                                                        role="coach")
+                recently = user.session_prompted_at and now - user.session_prompted_at < timedelta(days=1)
+                if coached >= 2 and not recently and not user.blocked:
+                    turn = await repo.add_turn(session=session, user=user, role="coach", kind="session",
+                                               text=SESSION_PROMPT)
+                    user.session_prompted_at = now
+                    prompt = Reply(paras=[Para(SESSION_PROMPT)], kind="session", turn_id=turn.id)
+                closed.append(ClosedThread(Who(user.telegram_id, user.chat_id), user.id, user.thread_id, prompt))
+        return closed
 
     async def compact_history(self, who: Who) -> None:
         """Fold turns older than the recent window into the user's summary (bounded prompts)."""
+        if who.telegram_id not in self._compact_due:
+            return  # the last coaching turn saw no backlog beyond the recent window
+        if self.limiter is not None and self.limiter.full(who.telegram_id):
+            return  # a flooding user's summary waits, so their LLM calls stay bounded
+        self._compact_due.discard(who.telegram_id)
         async with self.db.session() as session:
             user = await repo.get_user(session=session, telegram_id=who.telegram_id)
             if user is None or user.id is None:
@@ -384,27 +466,41 @@ class Coach:
 
     # ----- the steps ---------------------------------------------------------------------------
 
-    async def _advance(self, who: Who, turn_id: int) -> list[Reply]:
-        async with self.db.session() as session:
-            user = await self._user(session, who)
-            turn = await repo.get_turn(session=session, turn_id=turn_id, user_id=user.id or 0)
-        assert turn is not None
+    async def _advance(self, who: Who, turn_id: int, *, loaded: tuple[User, Turn] | None = None) -> list[Reply]:
+        """Answer a stored user turn (`loaded`: the user and turn, when the caller just wrote them)."""
+        if loaded is None:
+            async with self.db.session() as session:
+                user = await self._user(session, who)
+                found = await repo.get_turn(session=session, turn_id=turn_id, user_id=user.id or 0)
+            assert found is not None
+            loaded = (user, found)
+        user, turn = loaded
         step = {"goal": self._clarify_step, "answer": self._clarify_step, "adjust": self._make_plan_step,
                 "coaching": self._coaching_step}[turn.kind]
         return await self._guarded(who, turn.kind, {"message": turn.text}, step, turn=turn,
-                                   retry=Button("Try again", "retry", turn_id))
+                                   retry=Button("Try again", "retry", turn_id), user=user)
 
     async def _guarded(self, who: Who, kind: str, trace_input: dict[str, Any], step: Any, *,
-                       retry: Button, turn: Turn | None = None) -> list[Reply]:
+                       retry: Button, turn: Turn | None = None, user: User | None = None) -> list[Reply]:
         """Run one LLM step inside its trace; on failure, answer clearly and offer a retry."""
-        async with self.db.session() as session:
-            user = await self._user(session, who)
+        if user is None:
+            async with self.db.session() as session:
+                user = await self._user(session, who)
+        if self.limiter is not None:
+            decision = self.limiter.check(who.telegram_id)
+            if not decision.allowed:
+                logger.info("coach.rate_limited kind=%s notify=%s", kind, decision.notify)
+                return [Reply.plain(SLOW_DOWN, kind="error", buttons=[[retry]])] if decision.notify else []
         metadata = {"stage": user.stage, "goal_id": user.active_goal_id, "model": self.llm.model,
                     "user": user.opaque_id}
         trace = TurnTrace()
+        usage: list[Usage] = []
         try:
-            with self.tracer.turn(f"coach.{kind}", thread_id=user.thread_id, input=trace_input,
-                                  metadata=metadata, tags=[kind]) as trace:
+            _TURN_USER.set(user)
+            with collect_usage() as usage, self.tracer.turn(
+                f"coach.{kind}", thread_id=user.thread_id, input=trace_input, metadata=metadata, tags=[kind]
+            ) as trace:
+                logcontext.set_trace(trace.id)
                 replies: list[Reply] = await step(who, trace, turn)
                 trace.set_output({"reply": "\n\n".join(r.text for r in replies)})
         except LLMError as exc:
@@ -415,7 +511,25 @@ class Coach:
         except Exception:
             logger.exception("coach.step_failed kind=%s user=%s trace=%s", kind, user.opaque_id, trace.id)
             return [Reply.plain(ERROR_TEXT["internal"], kind="error", buttons=[[retry]])]
+        finally:
+            await self._save_usage(user.id, kind, usage)
         return replies
+
+    async def _save_usage(self, user_id: int | None, purpose: str, usage: list[Usage]) -> None:
+        """Store tokens and estimated cost of the turn's LLM calls not stored yet (for /stats)."""
+        if not usage:
+            return
+        try:
+            async with self.db.session() as session:
+                session.add_all(self._usage_rows(user_id, purpose, usage))
+        except Exception:
+            logger.warning("coach.usage_not_saved purpose=%s", purpose, exc_info=True)
+
+    def _usage_rows(self, user_id: int | None, purpose: str, usage: list[Usage]) -> list[LLMUsage]:
+        return [LLMUsage(user_id=user_id, purpose=purpose, model=u.model, prompt_tokens=u.prompt_tokens,
+                         output_tokens=u.output_tokens,
+                         cost_usd=estimate_cost(u.prompt_tokens, u.output_tokens, self.tracer.prices))
+                for u in usage]
 
     async def _clarify_step(self, who: Who, trace: TurnTrace, turn: Turn | None) -> list[Reply]:
         async with self.db.session() as session:
@@ -427,7 +541,7 @@ class Coach:
         decision = await self.llm.structured(
             ClarifyDecision, system=prompts.CLARIFY.text, contents=[user_content(goal_brief(goal))], temperature=0.3
         )
-        question = decision.question.strip()
+        question = self.guard.check(decision.question.strip(), user=user.opaque_id)
         if decision.enough_information or not question:
             return await self._make_plan_step(who, trace, turn)
         async with self.db.session() as session:
@@ -466,6 +580,9 @@ class Coach:
             request += f"\n\nCurrent plan:\n{plan_brief(previous, old_stones)}\n\nThe user asks to change: {turn.text}"
         plan_draft = await self.llm.structured(PlanDraft, system=prompts.PLAN.text,
                                                contents=[user_content(request)])
+        if self.guard.leaks(plan_draft.model_dump_json()) or (resolution is None and self.guard.leaks(
+                draft.model_dump_json())):
+            raise LLMError("invalid", "the draft repeats a system prompt")
         async with self.db.session() as session:
             user = await self._user(session, who)
             goal = await self._active_goal(session, user)
@@ -494,22 +611,28 @@ class Coach:
     async def _coaching_step(self, who: Who, trace: TurnTrace, turn: Turn | None) -> list[Reply]:
         assert turn is not None
         async with self.db.session() as session:
-            user = await self._user(session, who)
+            user = _TURN_USER.get() or await self._user(session, who)
             assert user.id is not None
-            goal = await self._active_goal(session, user)
-            plan = await repo.current_plan(session=session, goal_id=goal.id or 0)
+            goal, plan, resolution = await repo.goal_context(session=session, goal_id=user.active_goal_id or 0,
+                                                             user_id=user.id)
+            if goal is None:
+                raise LLMError("internal", "no active goal")
             stones = await repo.milestones(session=session, plan_id=plan.id or 0) if plan else []
-            resolution = await repo.latest_resolution(session=session, goal_id=goal.id or 0)
-            history = await repo.recent_turns(session=session, user_id=user.id, limit=self.history_turns)
+            # One read serves the prompt and the backlog check: more than 2N unsummarised turns → compact.
+            window = await repo.recent_turns(session=session, user_id=user.id, limit=2 * self.history_turns + 1)
+            if len(window) > 2 * self.history_turns and (window[0].id or 0) > user.summary_upto_turn_id:
+                self._compact_due.add(who.telegram_id)
+            history = window[-self.history_turns:]
             summary = user.summary
         context = coaching_context(goal, resolution, plan, stones, summary)
         contents = history_contents(history, upto=turn)
         text = await self.llm.text(system=prompts.COACH.text + "\n\n" + context, contents=contents)
-        async with self.db.session() as session:
-            user = await self._user(session, who)
+        text = self.guard.check(text, user=user.opaque_id)
+        async with self.db.session() as session:  # the user row read above is current: this turn holds its lock
             coach_turn = await repo.add_turn(session=session, user=user, role="coach", kind="coaching", text=text,
                                              trace_id=trace.id)
             await self._mark_answered(session, turn)
+            session.add_all(self._usage_rows(user.id, "coaching", drain_usage()))
         reply = Reply.plain(text, kind="coaching")
         reply.turn_id = coach_turn.id
         return [reply]
@@ -517,8 +640,13 @@ class Coach:
     # ----- helpers -----------------------------------------------------------------------------
 
     async def _user(self, session: Any, who: Who) -> User:
-        return await repo.get_or_create_user(session=session, telegram_id=who.telegram_id, chat_id=who.chat_id,
+        user = await repo.get_or_create_user(session=session, telegram_id=who.telegram_id, chat_id=who.chat_id,
                                              language_code=who.language_code)
+        logcontext.set_user(user.opaque_id)
+        if user.blocked:  # they are writing to us, so they no longer block the bot
+            user.blocked = False
+            session.add(user)
+        return user
 
     async def _active_goal(self, session: Any, user: User) -> Goal:
         goal = None
@@ -552,8 +680,13 @@ class Coach:
 
 def goal_brief(goal: Goal) -> str:
     """The goal and the clarification so far, for prompts."""
-    lines = [f"Goal: {goal.text}"]
-    for qa in goal.clarifications:
+    return goal_brief_text(goal.text, goal.clarifications)
+
+
+def goal_brief_text(text: str, clarifications: list[dict[str, str]]) -> str:
+    """A goal and its question/answer pairs as prompt text."""
+    lines = [f"Goal: {text}"]
+    for qa in clarifications:
         lines.append(f"Coach asked: {qa.get('q', '')}\nUser answered: {qa.get('a', '')}")
     return "\n".join(lines)
 

@@ -6,8 +6,11 @@ import asyncio
 import logging
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import httpx
@@ -32,8 +35,48 @@ class LLMError(Exception):
 class Usage:
     """Token counts of one call."""
 
+    model: str
     prompt_tokens: int = 0
     output_tokens: int = 0
+
+
+_USAGE: ContextVar[list[Usage] | None] = ContextVar("rein_llm_usage", default=None)
+
+
+@contextmanager
+def collect_usage() -> Iterator[list[Usage]]:
+    """Collect the token usage of every LLM call made inside the block (in this task)."""
+    bucket: list[Usage] = []
+    token = _USAGE.set(bucket)
+    try:
+        yield bucket
+    finally:
+        _USAGE.reset(token)
+
+
+def drain_usage() -> list[Usage]:
+    """Take the usage collected so far in this block (so it is stored once)."""
+    bucket = _USAGE.get()
+    if not bucket:
+        return []
+    taken = list(bucket)
+    bucket.clear()
+    return taken
+
+
+def estimate_cost(prompt_tokens: int, output_tokens: int, prices: tuple[Decimal, Decimal]) -> float:
+    """USD for the tokens at (input, output) prices per million tokens."""
+    total = Decimal(prompt_tokens) * prices[0] + Decimal(output_tokens) * prices[1]
+    return float(total / Decimal(1_000_000))
+
+
+def _record_usage(response: Any, model: str) -> None:
+    bucket = _USAGE.get()
+    meta = getattr(response, "usage_metadata", None)
+    if bucket is None or meta is None:
+        return
+    output = (meta.candidates_token_count or 0) + (getattr(meta, "thoughts_token_count", None) or 0)
+    bucket.append(Usage(model=model, prompt_tokens=meta.prompt_token_count or 0, output_tokens=output))
 
 
 _RETRY_DELAY = re.compile(r"retryDelay['\"]?:\s*['\"]?(\d+(?:\.\d+)?)s")
@@ -120,6 +163,7 @@ class LLM:
                     raise LLMError("unavailable", type(exc).__name__) from exc
                 wait = delay
             else:
+                _record_usage(response, self.model)
                 return _check_candidates(response)
             logger.info("llm.retry attempt=%d wait_s=%.2f", attempt, wait)
             await asyncio.sleep(wait * (1 + random.random() * 0.1))

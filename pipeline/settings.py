@@ -7,10 +7,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{20,}$")
+_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
 # Where to get each required setting; used in the one-line start-up error.
 HINTS: dict[str, str] = {
@@ -33,6 +34,12 @@ class Settings(BaseSettings):
     telegram_bot_token: SecretStr
     telegram_api_url: str = "https://api.telegram.org"
     telegram_rate_limit: float = Field(30.0, gt=0, description="Messages per second the bot may send")
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: SecretStr | None = Field(None, validate_default=True)
+    webhook_listen: str = "0.0.0.0"
+    webhook_port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
+    leader_retry_s: float = Field(5.0, gt=0, le=25, description="Seconds between tries for the scheduler lock")
+    shutdown_timeout_s: float = Field(20.0, ge=0, description="Seconds a stop waits for turns in flight")
 
     gemini_api_key: SecretStr
     gemini_model: str = "gemini-2.5-flash"
@@ -50,12 +57,22 @@ class Settings(BaseSettings):
     opik_track_disable: bool = False
     opik_flush_timeout_s: float = Field(10.0, ge=0)
     rating_sync_interval_s: float = Field(60.0, gt=0)
+    typing_delay_s: float = Field(0.3, ge=0, description="Show typing only when an answer takes longer")
+    judge_enabled: bool = True
+    judge_sample_rate: float = Field(0.2, ge=0, le=1, description="Share of coaching replies the judge scores")
+    session_quiet_minutes: float = Field(30.0, gt=0, description="Quiet time after which a session is scored")
 
     admin_user_ids: Annotated[list[int], NoDecode] = []
     allowed_user_ids: Annotated[list[int], NoDecode] = []
     llm_calls_per_minute: int = Field(12, ge=1, description="Per-user cap on LLM turns per minute")
     history_turns: int = Field(12, ge=2, description="Recent turns sent verbatim to the coach")
     max_clarify_rounds: int = Field(3, ge=0, le=3)
+    checkin_scheduler: bool = Field(True, description="Run the check-in scheduler (on the leader replica)")
+    checkin_grace_s: float = Field(7200.0, ge=0, description="A check-in missed while down is sent if this late")
+    checkin_quiet_hours: str = Field("22:00-07:00", description="Default local quiet hours (HH:MM-HH:MM)")
+    checkin_review_time: str = Field("19:00", description="Local time of the Sunday weekly review")
+    checkin_poll_s: float = Field(60.0, gt=0, description="Seconds between looks for schedules changed elsewhere")
+    checkin_concurrency: int = Field(32, ge=1, le=1000, description="Check-ins written and sent at once")
     # USD per million tokens (input, output) for models Opik does not price.
     price_input_per_mtok: Decimal = Decimal("0.30")
     price_output_per_mtok: Decimal = Decimal("2.50")
@@ -66,11 +83,43 @@ class Settings(BaseSettings):
     def _split_ids(cls, value: object) -> object:
         return _int_list(value)
 
+    @field_validator("checkin_quiet_hours", "checkin_review_time")
+    @classmethod
+    def _clock_times(cls, value: str) -> str:
+        from pipeline.schedule import ScheduleError, parse_range, parse_time
+
+        try:
+            parse_range(value) if "-" in value else parse_time(value)
+        except ScheduleError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
     @field_validator("telegram_bot_token")
     @classmethod
     def _token_shape(cls, value: SecretStr) -> SecretStr:
         if not _TOKEN_RE.match(value.get_secret_value()):
             raise ValueError("does not look like a bot token (digits, a colon, then letters)")
+        return value
+
+    @field_validator("telegram_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// (Telegram calls it)")
+        return value.strip()
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        secret = value.get_secret_value() if value is not None else ""
+        if not secret:
+            if info.data.get("telegram_webhook_url"):
+                raise ValueError("is required with TELEGRAM_WEBHOOK_URL (1-256 of A-Z a-z 0-9 _ -)")
+            return None
+        if not _SECRET_RE.match(secret):
+            raise ValueError("must be 1-256 characters of A-Z a-z 0-9 _ -")
         return value
 
     @field_validator("gemini_api_key")

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+
+from pipeline.llm import estimate_cost
 
 if TYPE_CHECKING:
     from google import genai
@@ -58,7 +59,7 @@ class Tracer:
         self.enabled = settings.tracing_enabled
         self.project = settings.opik_project_name
         self.flush_timeout_s = settings.opik_flush_timeout_s
-        self._prices = (settings.price_input_per_mtok, settings.price_output_per_mtok)
+        self.prices = (settings.price_input_per_mtok, settings.price_output_per_mtok)
         self._opik: Any = None
         _export_environment(settings)
         if self.enabled:
@@ -68,7 +69,7 @@ class Tracer:
 
     @contextmanager
     def turn(
-        self, name: str, *, thread_id: str, input: dict[str, Any], metadata: dict[str, Any], tags: list[str]
+        self, name: str, *, thread_id: str | None, input: dict[str, Any], metadata: dict[str, Any], tags: list[str]
     ) -> Iterator[TurnTrace]:
         """A trace around one turn; an exception escaping it is recorded on the trace."""
         if not self.enabled:
@@ -104,9 +105,8 @@ class Tracer:
         usage = getattr(response, "usage_metadata", None)
         if usage is None:
             return None
-        prompt = Decimal(usage.prompt_token_count or 0)
-        output = Decimal((usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0))
-        return float((prompt * self._prices[0] + output * self._prices[1]) / Decimal(1_000_000))
+        output = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
+        return estimate_cost(usage.prompt_token_count or 0, output, self.prices)
 
     def send_feedback(self, scores: list[Feedback], *, timeout_s: float = 5.0) -> bool:
         """Send scores straight to Opik's REST API (blocking; run it in a thread). True once Opik took them."""
@@ -143,6 +143,21 @@ class Tracer:
             self._opik = opik.Opik(project_name=self.project)
         return self._opik
 
+    def register_prompts(self, prompts: list[Any]) -> int:
+        """Put each versioned prompt in Opik's prompt library (blocking; run it in a thread)."""
+        if not self.enabled:
+            return 0
+        import opik
+
+        registered = 0
+        for prompt in prompts:
+            try:
+                opik.Prompt(name=prompt.name, prompt=prompt.text, metadata={"version": prompt.version})
+                registered += 1
+            except Exception as exc:
+                logger.warning("tracing.prompt_not_registered name=%s error=%s", prompt.name, type(exc).__name__)
+        return registered
+
     def flush(self) -> bool:
         """Send pending traces, waiting at most the configured bound; True if it finished in time."""
         if not self.enabled:
@@ -170,6 +185,8 @@ def _export_environment(settings: Settings) -> None:
     """Opik's SDK reads its own variables; pass on what came from `.env` and turn telemetry off."""
     os.environ.setdefault("OPIK_SENTRY_ENABLE", "false")
     os.environ.setdefault("OPIK_ANALYTICS_ENABLE", "false")
+    # A turn lasts seconds: one message per trace and span at the end halves Opik's work per turn.
+    os.environ.setdefault("OPIK_LOG_START_TRACE_SPAN", "false")
     if not settings.tracing_enabled:
         return
     os.environ["OPIK_PROJECT_NAME"] = settings.opik_project_name

@@ -68,7 +68,7 @@ class User(SQLModel, table=True):
     thread_closed: bool = False  # the current Opik thread went quiet and was scored
     session_prompted_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
-    last_active_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    last_active_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True), index=True)
 
 
 class Goal(SQLModel, table=True):
@@ -144,6 +144,7 @@ class Turn(SQLModel, table=True):
     kind: str = Field(max_length=24)  # message | question | resolution | plan | coaching | checkin | error
     text: str
     trace_id: str | None = Field(default=None, max_length=64)
+    thread_id: str | None = Field(default=None, max_length=64)  # the Opik thread (conversation) it belongs to
     answered: bool = False  # for user turns: a coach reply was produced
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
@@ -195,3 +196,70 @@ class LLMUsage(SQLModel, table=True):
     output_tokens: int = 0
     cost_usd: float = 0.0
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True), index=True)
+
+
+class CheckinPrefs(SQLModel, table=True):
+    """A user's check-in preferences: quiet hours, pause, and what the next text answers (if anything)."""
+
+    __tablename__ = "checkin_prefs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", unique=True, ondelete="CASCADE")
+    quiet_start: str = Field(default="22:00", max_length=5)  # local HH:MM; equal start and end = no quiet hours
+    quiet_end: str = Field(default="07:00", max_length=5)
+    paused: bool = False  # until /resume (or /start after a block)
+    pause_reason: str | None = Field(default=None, max_length=16)  # user | blocked
+    paused_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    awaiting: str | None = Field(default=None, max_length=16)  # timezone | custom | note
+    awaiting_ref: int | None = Field(default=None)  # the preset waiting for a zone, or the entry a note is for
+    awaiting_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class CheckinSchedule(SQLModel, table=True):
+    """One recurring (or one-off) send for a user: a check-in, the weekly review, or a snooze."""
+
+    __tablename__ = "checkin_schedules"
+    __table_args__ = (UniqueConstraint("user_id", "kind", name="uq_checkin_schedules_user_kind"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    kind: str = Field(max_length=8)  # checkin | review | snooze
+    local_time: str = Field(max_length=5)  # HH:MM in the user's zone
+    days: int = 127  # bit mask, Monday = 1; 0 = one-off (snooze)
+    next_due_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class CheckinSend(SQLModel, table=True):
+    """A claimed send: written (unique per schedule and due time) before the message goes out."""
+
+    __tablename__ = "checkin_sends"
+    __table_args__ = (UniqueConstraint("schedule_id", "due_at", name="uq_checkin_sends_schedule_due"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    schedule_id: int = Field(foreign_key="checkin_schedules.id", ondelete="CASCADE")
+    user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    kind: str = Field(max_length=8)
+    due_at: datetime = Field(sa_type=DateTime(timezone=True))
+    status: str = Field(default="claimed", max_length=12)  # claimed | sent | skipped | blocked | failed
+    turn_id: int | None = Field(default=None)
+    claimed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    sent_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class ProgressEntry(SQLModel, table=True):
+    """What the user reported for one check-in: done, partly or missed, with an optional note."""
+
+    __tablename__ = "progress_entries"
+    __table_args__ = (UniqueConstraint("user_id", "turn_id", name="uq_progress_user_turn"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    goal_id: int | None = Field(default=None)
+    turn_id: int | None = Field(default=None)  # the check-in message answered
+    status: str = Field(max_length=8)  # done | partly | missed
+    note: str | None = None
+    local_date: date
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

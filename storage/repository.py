@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import and_, delete, func, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from storage.models import Goal, Milestone, Plan, Rating, Resolution, Turn, User, utcnow
+from storage import checkins as checkin_store
+from storage.models import Goal, Judgement, LLMUsage, Milestone, Plan, Rating, Resolution, Turn, User, utcnow
 
 
 async def get_user(*, session: AsyncSession, telegram_id: int) -> User | None:
     """The user with this Telegram id, if known."""
     result = await session.scalars(select(User).where(col(User.telegram_id) == telegram_id))
     return result.first()
+
+
+# How stale `last_active_at` may get (it drives the "quiet session" check, measured in minutes).
+ACTIVITY_RESOLUTION = timedelta(seconds=60)
 
 
 async def get_or_create_user(
@@ -37,11 +42,13 @@ async def get_or_create_user(
         session.add(user)
         await session.flush()
         return user
-    user.last_active_at = now
-    user.chat_id = chat_id
-    if language_code:
+    # Write only what changed: most calls in a turn find the row as it is, and skip the UPDATE.
+    if now - user.last_active_at > ACTIVITY_RESOLUTION:
+        user.last_active_at = now
+    if user.chat_id != chat_id:
+        user.chat_id = chat_id
+    if language_code and user.language_code != language_code:
         user.language_code = language_code
-    session.add(user)
     return user
 
 
@@ -69,6 +76,7 @@ async def add_turn(
         kind=kind,
         text=text,
         trace_id=trace_id,
+        thread_id=user.thread_id,
         answered=answered,
     )
     session.add(turn)
@@ -241,8 +249,11 @@ async def delete_user(*, session: AsyncSession, user: User) -> None:
     assert user.id is not None
     goal_ids = select(col(Goal.id)).where(col(Goal.user_id) == user.id)
     plan_ids = select(col(Plan.id)).where(col(Plan.goal_id).in_(goal_ids))
+    await checkin_store.delete_for_user(session=session, user_id=user.id)
     for statement in (
         delete(Rating).where(col(Rating.user_id) == user.id),
+        delete(Judgement).where(col(Judgement.user_id) == user.id),
+        delete(LLMUsage).where(col(LLMUsage.user_id) == user.id),
         delete(Milestone).where(col(Milestone.plan_id).in_(plan_ids)),
         delete(Plan).where(col(Plan.goal_id).in_(goal_ids)),
         delete(Resolution).where(col(Resolution.goal_id).in_(goal_ids)),
@@ -271,6 +282,9 @@ async def export_user(*, session: AsyncSession, user: User) -> dict[str, Any]:
         "milestones": await rows(select(Milestone).where(col(Milestone.plan_id).in_(plan_ids))),
         "turns": await rows(select(Turn).where(col(Turn.user_id) == user.id).order_by(col(Turn.id))),
         "ratings": await rows(select(Rating).where(col(Rating.user_id) == user.id)),
+        "judgements": await rows(select(Judgement).where(col(Judgement.user_id) == user.id)),
+        "llm_usage": await rows(select(LLMUsage).where(col(LLMUsage.user_id) == user.id)),
+        **await checkin_store.export_for_user(session=session, user_id=user.id),
     }
 
 
@@ -337,16 +351,21 @@ async def get_rating(*, session: AsyncSession, rating_id: int, user_id: int) -> 
     return result.first()
 
 
-async def unsynced_ratings(*, session: AsyncSession, limit: int = 100) -> list[tuple[Rating, str]]:
-    """Ratings not yet confirmed by Opik, with the trace id of the rated message."""
+async def unsynced_ratings(
+    *, session: AsyncSession, limit: int = 100
+) -> list[tuple[Rating, str | None, str | None, str]]:
+    """Ratings not yet confirmed by Opik, with the rated message's trace id, thread id and kind."""
     result = await session.execute(
-        select(Rating, Turn.trace_id)
+        select(Rating, Turn.trace_id, Turn.thread_id, Turn.kind)
         .join(Turn, col(Turn.id) == Rating.turn_id)
-        .where(col(Rating.synced).is_(False), col(Turn.trace_id).is_not(None))
+        .where(
+            col(Rating.synced).is_(False),
+            or_(col(Turn.trace_id).is_not(None), and_(col(Turn.kind) == "session", col(Turn.thread_id).is_not(None))),
+        )
         .order_by(col(Rating.id))
         .limit(limit)
     )
-    return [(rating, trace_id) for rating, trace_id in result.all()]
+    return [(rating, trace_id, thread_id, kind) for rating, trace_id, thread_id, kind in result.all()]
 
 
 async def mark_ratings_synced(*, session: AsyncSession, versions: list[tuple[int, datetime]]) -> None:
@@ -357,3 +376,103 @@ async def mark_ratings_synced(*, session: AsyncSession, versions: list[tuple[int
             .where(col(Rating.id) == rating_id, col(Rating.updated_at) == updated_at)
             .values(synced=True)
         )
+
+
+async def thread_turns(*, session: AsyncSession, user_id: int, thread_id: str, limit: int) -> list[Turn]:
+    """The last `limit` turns of one conversation thread, oldest first."""
+    result = await session.scalars(
+        select(Turn)
+        .where(col(Turn.user_id) == user_id, col(Turn.thread_id) == thread_id)
+        .order_by(col(Turn.id).desc())
+        .limit(limit)
+    )
+    return list(reversed(result.all()))
+
+
+async def quiet_open_threads(*, session: AsyncSession, before: datetime, limit: int) -> list[User]:
+    """Users whose current conversation is still open but who have been quiet since `before`."""
+    result = await session.scalars(
+        select(User)
+        .where(col(User.thread_closed).is_(False), col(User.last_active_at) < before)
+        .order_by(col(User.last_active_at))
+        .limit(limit)
+    )
+    return list(result.all())
+
+
+async def count_thread_turns(*, session: AsyncSession, user_id: int, thread_id: str, role: str) -> int:
+    """How many turns of one role a conversation thread has."""
+    count = await session.scalar(
+        select(func.count()).select_from(Turn).where(
+            col(Turn.user_id) == user_id, col(Turn.thread_id) == thread_id, col(Turn.role) == role
+        )
+    )
+    return int(count or 0)
+
+
+async def stats(*, session: AsyncSession, since: datetime) -> dict[str, Any]:
+    """Figures for the admins' /stats: users, activity, ratings, judge means, tokens and cost since `since`."""
+    users = await session.scalar(select(func.count()).select_from(User))
+    active = await session.scalar(select(func.count()).select_from(User).where(col(User.last_active_at) >= since))
+    rating_rows = await session.execute(select(col(Rating.value), func.count()).group_by(col(Rating.value)))
+    distribution = {int(value): int(n) for value, n in rating_rows.all()}
+    judge_rows = await session.execute(
+        select(col(Judgement.target), col(Judgement.criterion), func.avg(col(Judgement.score)), func.count())
+        .where(col(Judgement.created_at) >= since)
+        .group_by(col(Judgement.target), col(Judgement.criterion))
+        .order_by(col(Judgement.target), col(Judgement.criterion))
+    )
+    usage = (
+        await session.execute(
+            select(
+                func.coalesce(func.sum(col(LLMUsage.prompt_tokens)), 0),
+                func.coalesce(func.sum(col(LLMUsage.output_tokens)), 0),
+                func.coalesce(func.sum(col(LLMUsage.cost_usd)), 0.0),
+                func.count(),
+            ).where(col(LLMUsage.created_at) >= since)
+        )
+    ).one()
+    count = sum(distribution.values())
+    mean = sum(v * n for v, n in distribution.items()) / count if count else None
+    return {
+        "users": int(users or 0),
+        "active": int(active or 0),
+        "ratings": {"count": count, "mean": mean, "distribution": {v: distribution.get(v, 0) for v in range(1, 6)}},
+        "judge": [(t, c, float(avg), int(n)) for t, c, avg, n in judge_rows.all()],
+        "tokens_in": int(usage[0]),
+        "tokens_out": int(usage[1]),
+        "cost_usd": float(usage[2]),
+        "llm_calls": int(usage[3]),
+    }
+
+
+async def goal_context(
+    *, session: AsyncSession, goal_id: int, user_id: int
+) -> tuple[Goal | None, Plan | None, Resolution | None]:
+    """The user's goal with its current plan and newest resolution, in one query (the coaching hot path)."""
+    plan_id = (
+        select(col(Plan.id))
+        .where(col(Plan.goal_id) == goal_id, col(Plan.status) != "superseded")
+        .order_by(col(Plan.id).desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    resolution_id = (
+        select(col(Resolution.id))
+        .where(col(Resolution.goal_id) == goal_id)
+        .order_by(col(Resolution.id).desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    row = (
+        await session.execute(
+            select(Goal, Plan, Resolution)
+            .select_from(Goal)
+            .outerjoin(Plan, col(Plan.id) == plan_id)
+            .outerjoin(Resolution, col(Resolution.id) == resolution_id)
+            .where(col(Goal.id) == goal_id, col(Goal.user_id) == user_id)
+        )
+    ).first()
+    if row is None:
+        return None, None, None
+    return row[0], row[1], row[2]

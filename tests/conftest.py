@@ -105,6 +105,7 @@ def make_settings(bot_api: FakeBotAPI, gemini: FakeGemini, database_url: str, **
         "gemini_backoff_s": 0.01,
         "database_url": database_url,
         "opik_track_disable": True,
+        "judge_enabled": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

@@ -6,6 +6,7 @@ import json
 
 from sqlalchemy import select
 
+from bot import texts
 from storage.models import Goal, Plan, Stage, Turn, User
 from tests.conftest import Harness, make_settings, settle, start_bot, stop_bot
 from tests.fakes import Fault
@@ -38,7 +39,8 @@ async def test_start_welcomes_and_registers_the_command_menu(harness: Harness) -
     commands = [c for c in harness.bot_api.calls if c["method"] == "setMyCommands"]
     assert commands, "the command menu was not set"
     names = {c["command"] for c in json.loads(commands[0]["params"]["commands"])}
-    assert names == {"start", "goal", "plan", "cancel", "export", "delete", "help"}
+    assert names == {name for name, _ in texts.COMMANDS}
+    assert {"start", "goal", "plan", "cancel", "export", "delete", "help"} <= names
     help_text = (await harness.say(ANN, "/help"))[0].text
     for name in names:
         assert f"/{name}" in help_text
@@ -300,7 +302,10 @@ async def test_unknown_commands_get_a_pointer_to_help(harness: Harness) -> None:
 
 
 async def test_typing_indicator_is_shown_while_the_coach_thinks(harness: Harness) -> None:
-    """The bot sends the typing chat action before answering a goal."""
+    """While Gemini takes longer than the typing delay the bot shows "typing"; an instant answer needs none."""
     await harness.say(ANN, "/start", expect=2)
     await harness.say(ANN, "Get better sleep")
+    assert "typing" not in harness.bot_api.chat_actions(ANN)
+    harness.gemini.queue(Fault.hang(0.6))
+    await harness.say(ANN, "About 6 hours a night now")
     assert "typing" in harness.bot_api.chat_actions(ANN)

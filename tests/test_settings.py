@@ -51,7 +51,8 @@ def test_dotenv_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         "TELEGRAM_BOT_TOKEN=1:abcdefghijklmnopqrstuvwxyz\nGEMINI_API_KEY=k\nADMIN_USER_IDS=1, 2\nGEMINI_BASE_URL=\n"
     )
     monkeypatch.chdir(tmp_path)
-    for name in ("TELEGRAM_BOT_TOKEN", "GEMINI_API_KEY", "ADMIN_USER_IDS", "GEMINI_BASE_URL"):
+    for name in ("TELEGRAM_BOT_TOKEN", "GEMINI_API_KEY", "ADMIN_USER_IDS", "GEMINI_BASE_URL", "OPIK_URL_OVERRIDE",
+                 "OPIK_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     settings = Settings()
     assert settings.admin_user_ids == [1, 2]

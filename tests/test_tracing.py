@@ -130,9 +130,13 @@ async def test_ratings_wait_out_an_opik_outage(traced: Harness, opik_stub) -> No
             assert [r.synced for r in (await session.scalars(select(Rating))).all()] == [False]
     finally:
         opik_stub.down = False
-    assert await traced.services.coach.sync_ratings() == 1
+    await traced.services.coach.sync_ratings()  # or the periodic re-send gets there first: either delivers it
     async with traced.services.db.session() as session:
         assert [r.synced for r in (await session.scalars(select(Rating))).all()] == [True]
+        trace_id = (await session.scalars(select(Turn.trace_id).where(Turn.kind == "coaching",
+                                                                      Turn.role == "coach"))).one()
+    assert any(s.get("id") == trace_id and s.get("value") == 5 and s["name"] == "user_rating"
+               for s in opik_stub.feedback_scores)
 
 
 async def test_without_opik_settings_the_bot_runs_untraced(bot_api, gemini, sqlite_url) -> None:
@@ -148,3 +152,33 @@ async def test_without_opik_settings_the_bot_runs_untraced(bot_api, gemini, sqli
             assert all(t.trace_id is None for t in (await session.scalars(select(Turn))).all())
     finally:
         await stop_bot(app)
+
+
+async def test_shutdown_is_bounded_when_opik_is_unreachable(bot_api, gemini, sqlite_url, opik_stub) -> None:
+    """With Opik down, stopping the bot waits at most the flush bound (plus a small margin), never Opik's retries."""
+    import time
+
+    settings = make_settings(bot_api, gemini, sqlite_url, opik_track_disable=False,
+                             opik_url_override=opik_stub.url, opik_flush_timeout_s=1)
+    app = await start_bot(settings)
+    h = Harness(app, bot_api, gemini)
+    await h.say(ANN, "/start", expect=2)
+    opik_stub.down = True
+    try:
+        await h.say(ANN, "Swim 1 km without stopping")
+        started = time.monotonic()
+        await stop_bot(app)
+        elapsed = time.monotonic() - started
+    finally:
+        opik_stub.down = False
+    assert elapsed < settings.opik_flush_timeout_s + 6, f"shutdown took {elapsed:.1f} s"
+
+
+async def test_prompts_are_registered_in_the_prompt_library(traced: Harness, opik_stub) -> None:
+    """With Opik configured, every versioned prompt is sent to Opik's prompt library at start-up."""
+    from pipeline import prompts
+
+    await traced.services.drain()
+    bodies = repr([body for _, path, body in opik_stub.requests if "prompts" in path])
+    for prompt in prompts.ALL:
+        assert prompt.name in bodies, f"{prompt.name} did not reach Opik's prompt library"

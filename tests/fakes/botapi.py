@@ -981,6 +981,8 @@ class FakeBotAPI:
         self.validator = SpecValidator(load_spec(str(spec_path)))
 
         self.calls: list[dict[str, Any]] = []
+        # Every sendMessage answered 200, in the order they completed (chat_id, time of arrival, raw text).
+        self.delivered: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
         self.warnings: list[str] = []
         self.callback_answers: dict[str, dict[str, Any]] = {}
@@ -1477,6 +1479,9 @@ class FakeBotAPI:
             )
             return self._reply(500, {"ok": False, "error_code": 500, "description": description})
         call["status"] = 200
+        if method == "sendMessage":
+            self.delivered.append({"chat_id": int(params["chat_id"]), "at": time.time(),
+                                   "text": str(params.get("text", ""))})
         return self._reply(200, {"ok": True, "result": result})
 
     async def _dispatch(
@@ -2133,6 +2138,10 @@ class FakeBotAPI:
             self.calls.clear()
             self.errors.clear()
             return web.json_response({"ok": True})
+        if action == "sent":
+            # Every delivered sendMessage from index `since` on: chat, time of arrival, visible text.
+            since = int(request.query.get("since", 0))
+            return web.json_response({"total": len(self.delivered), "sent": self.delivered[since:]})
         if action == "messages":
             chat_id = int(request.query["chat_id"])
             return web.json_response([m.summary() for m in self.messages(chat_id, include_deleted=True)])

@@ -380,6 +380,7 @@ class FakeGemini:
         self.api_key = api_key
         self.model_version = model_version
         self.requests: list[GeminiRequest] = []
+        self.request_bytes: list[int] = []  # size of each request body, for prompt-size measurements
         self.responder: Callable[[GeminiRequest], object | None] | None = None
         self.fail_always: Fault | None = None
         self.answered = 0
@@ -438,6 +439,7 @@ class FakeGemini:
     def reset(self) -> None:
         """Forget requests, the queue, the responder and any persistent fault."""
         self.requests.clear()
+        self.request_bytes.clear()
         self._queue.clear()
         self.responder = None
         self.fail_always = None
@@ -511,6 +513,7 @@ class FakeGemini:
             return self._error(400, "Invalid JSON payload received.")
         req = _parse_request(model, request.path, body, action)
         self.requests.append(req)
+        self.request_bytes.append(len(await request.read()))
         if action == "countTokens":
             return web.json_response({"totalTokens": _tokens(_prompt_text(body))})
         if action not in ("generateContent", "streamGenerateContent"):
@@ -648,6 +651,8 @@ class FakeGemini:
                 "answered": self.answered,
                 "queued": len(self._queue),
                 "latency": self.latency,
+                "max_request_bytes": max(self.request_bytes, default=0),
+                "last_request_bytes": self.request_bytes[-1] if self.request_bytes else 0,
             }
         )
 

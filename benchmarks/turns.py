@@ -1,0 +1,271 @@
+"""Turn benchmarks B1–B4: concurrency against Telegram's cap, CPU per turn, growth, memory.
+
+The bot runs as its own process (`python -m bot`), against the loopback Bot API, Gemini and Opik servers
+(each its own process), on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine, insert, text
+from sqlmodel import SQLModel
+
+from benchmarks.loopback import BotProcess, Servers, bot_env, servers
+from storage.db import sync_url, upgrade
+from storage.models import Stage
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+SEED_BATCH = 5000
+TABLES = SQLModel.metadata.tables
+
+
+# ----- data ---------------------------------------------------------------------------------------
+
+def seed(database_url: str, *, start: int, count: int, past_turns: int = 0) -> None:
+    """Store `count` coaching users (ids start..start+count-1) with a goal and an accepted plan."""
+    engine = create_engine(sync_url(database_url))
+    now = datetime.now(UTC)
+    phases = [{"name": "Base", "start_date": str(date.today()), "end_date": str(date.today() + timedelta(days=60)),
+               "focus": "consistency", "weekly_actions": ["3 × 30 min runs", "1 × stretching"]}]
+    with engine.begin() as conn:
+        for first in range(start, start + count, SEED_BATCH):
+            ids = range(first, min(first + SEED_BATCH, start + count))
+            conn.execute(insert(TABLES["users"]), [
+                {"id": i, "telegram_id": 10_000_000 + i, "chat_id": 10_000_000 + i, "opaque_id": uuid.uuid4().hex,
+                 "stage": Stage.COACHING, "active_goal_id": i, "clarify_rounds": 0, "summary": "",
+                 "summary_upto_turn_id": 0, "thread_id": f"t{i}", "blocked": False, "thread_closed": False,
+                 "created_at": now, "last_active_at": now} for i in ids])
+            conn.execute(insert(TABLES["goals"]), [
+                {"id": i, "user_id": i, "text": "Run 10 km", "status": "active", "clarifications": [],
+                 "created_at": now} for i in ids])
+            conn.execute(insert(TABLES["plans"]), [
+                {"id": i, "goal_id": i, "version": 1, "status": "accepted", "summary": "Build up to 10 km",
+                 "phases": phases, "created_at": now, "accepted_at": now} for i in ids])
+        if past_turns:
+            conn.execute(insert(TABLES["turns"]), [
+                {"user_id": start, "goal_id": start, "role": "user" if n % 2 == 0 else "coach", "kind": "coaching",
+                 "text": f"past message {n} " + "x" * 80, "answered": True, "created_at": now,
+                 "thread_id": f"t{start}"} for n in range(past_turns)])
+        if engine.dialect.name == "postgresql":
+            for table in ("users", "goals", "plans", "turns"):
+                conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                                  f"COALESCE((SELECT MAX(id) FROM {table}), 1))"))
+    engine.dispose()
+
+
+@contextmanager
+def database(kind: str) -> Iterator[str]:
+    """A fresh, migrated database: a SQLite file or a new PostgreSQL database."""
+    if kind == "sqlite":
+        path = f"/tmp/rein-bench-{uuid.uuid4().hex[:8]}.db"
+        url = f"sqlite+aiosqlite:///{path}"
+        upgrade(url)
+        try:
+            yield url
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(path + suffix):
+                    os.remove(path + suffix)
+        return
+    name = f"rein_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    upgrade(url)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def telegram_id(user: int) -> int:
+    """The Telegram id the seed gave a user."""
+    return 10_000_000 + user
+
+
+# ----- load ---------------------------------------------------------------------------------------
+
+async def burst(bot_api: str, users: list[int], per_user: int, timeout: float = 300) -> dict[str, Any]:
+    """Every user sends `per_user` messages at once; wait for every reply. Wall time and per-user order."""
+    async with httpx.AsyncClient(base_url=bot_api, timeout=60) as client:
+        base = (await client.get("/_fake/sent")).json()["total"]
+        started = time.time()
+        for n in range(per_user):
+            await asyncio.gather(*(client.post("/_fake/user_sends", json={
+                "user_id": telegram_id(u), "text": f"u{u} message {n}"}) for u in users))
+        expected = len(users) * per_user
+        sent: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while len(sent) < expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            sent += (await client.get("/_fake/sent", params={"since": base + len(sent)})).json()["sent"]
+    replies = [m for m in sent if "message" in m["text"]]
+    order_ok = True
+    for u in users:
+        mine = [int(m["text"].rsplit(" ", 1)[1]) for m in replies if m["chat_id"] == telegram_id(u)]
+        order_ok &= mine == list(range(per_user))
+    last = max((m["at"] for m in replies), default=time.time())
+    return {"wall_s": last - started, "delivered": len(replies), "expected": expected, "order_ok": order_ok}
+
+
+async def _json(client: httpx.AsyncClient, url: str, **params: Any) -> Any:
+    response = await client.get(url, params=params)
+    if response.status_code != 200:
+        raise RuntimeError(f"{url}: HTTP {response.status_code}: {response.text[:300]}")
+    return response.json()
+
+
+async def sequential(bot_api: str, gemini: str, user: int, turns: int) -> dict[str, Any]:
+    """One user sends a message, waits for the reply, and again; latency per turn and the prompt size."""
+    latencies = []
+    async with httpx.AsyncClient(base_url=bot_api, timeout=60) as client:
+        for n in range(turns):
+            base = (await _json(client, "/_fake/sent"))["total"]
+            started = time.perf_counter()
+            await client.post("/_fake/user_sends", json={"user_id": telegram_id(user), "text": f"u{user} message {n}"})
+            for _ in range(100_000):
+                if (await _json(client, "/_fake/sent", since=base))["total"] > base:
+                    break
+                await asyncio.sleep(0.002)
+            latencies.append(time.perf_counter() - started)
+        prompt = (await client.get(f"{gemini}/_fake/stats")).json()["last_request_bytes"]
+    return {"median_ms": statistics.median(latencies) * 1000, "prompt_bytes": prompt}
+
+
+def set_latency(gemini: str, seconds: float) -> None:
+    """Change the Gemini server's answer delay."""
+    httpx.post(f"{gemini}/_fake/config", json={"latency": seconds}, timeout=10)
+
+
+# ----- the benchmarks -----------------------------------------------------------------------------
+
+def row(name: str, figure: str, target: str, holds: bool) -> dict[str, Any]:
+    """One line of the table."""
+    return {"name": name, "figure": figure, "target": target, "holds": holds}
+
+
+def b1(srv: Servers, url: str, db: str) -> tuple[list[dict[str, Any]], float]:
+    """200 users at once, Gemini at 1.0 s: wall time over the ideal, at 30/s and at 1,000/s."""
+    rows = []
+    rss_after = 0.0
+    for rate, ideal, target in ((30.0, max(1.0, 200 / 30), 1.2), (1000.0, 1.0, 1.5)):
+        bot = BotProcess(bot_env(srv, url, TELEGRAM_RATE_LIMIT=str(rate)))
+        bot.start(srv.bot_api)
+        try:
+            set_latency(srv.gemini, 1.0)
+            result = asyncio.run(burst(srv.bot_api, list(range(1, 201)), 1))
+            order = asyncio.run(burst(srv.bot_api, list(range(201, 221)), 5))
+            ratio = result["wall_s"] / ideal
+            ok = result["delivered"] == 200 and order["order_ok"] and order["delivered"] == 100
+            rows.append(row(f"B1 {db}: 200 users, Gemini 1.0 s, limit {rate:.0f}/s",
+                            f"{result['wall_s']:.2f} s = {ratio:.2f} × ideal {ideal:.2f} s; "
+                            f"per-user order {'ok' if order['order_ok'] else 'BROKEN'}",
+                            f"≤ {target} × ideal", ratio <= target and ok))
+            rss_after = max(rss_after, bot.rss_mb())
+        finally:
+            set_latency(srv.gemini, 0.0)
+            bot.stop()
+    return rows, rss_after
+
+
+def b2(srv: Servers, url: str, db: str) -> list[dict[str, Any]]:
+    """Gemini answers at once: turns/s and bot CPU ms per turn, tracing on and off."""
+    figures = {}
+    for tracing in (False, True):
+        extra = {"TELEGRAM_RATE_LIMIT": "1000"}
+        if tracing:
+            extra.update(OPIK_URL_OVERRIDE=srv.opik, OPIK_PROJECT_NAME="rein-bench")
+        bot = BotProcess(bot_env(srv, url, **extra))
+        bot.start(srv.bot_api)
+        try:
+            asyncio.run(burst(srv.bot_api, list(range(221, 241)), 2))  # warm-up
+            cpu = bot.cpu_s()
+            result = asyncio.run(burst(srv.bot_api, list(range(241, 341)), 4))
+            used = bot.cpu_s() - cpu
+            figures[tracing] = (result["delivered"] / result["wall_s"], used * 1000 / result["delivered"])
+        finally:
+            bot.stop()
+    (tps_off, cpu_off), (tps_on, cpu_on) = figures[False], figures[True]
+    overhead = cpu_on / cpu_off - 1
+    return [
+        row(f"B2 {db}: turns/s (tracing off / on)", f"{tps_off:.0f} / {tps_on:.0f}", "—", True),
+        row(f"B2 {db}: bot CPU per turn, tracing off", f"{cpu_off:.1f} ms", "≤ 5 ms", cpu_off <= 5),
+        row(f"B2 {db}: bot CPU per turn, tracing on", f"{cpu_on:.1f} ms", "≤ 5 ms", cpu_on <= 5),
+        row(f"B2 {db}: tracing overhead (CPU)", f"{overhead:+.0%}", "≤ +10 %", overhead <= 0.10),
+    ]
+
+
+def cost_per_turn(srv: Servers, url: str, user: int, turns: int = 60) -> tuple[float, dict[str, Any], float]:
+    """Bot CPU ms per turn of one user's sequential turns (after a short warm-up), the last turn's
+    figures, and the idle RSS measured before the load."""
+    bot = BotProcess(bot_env(srv, url, TELEGRAM_RATE_LIMIT="1000"))
+    bot.start(srv.bot_api)
+    try:
+        time.sleep(1)
+        idle_rss = bot.rss_mb()
+        asyncio.run(sequential(srv.bot_api, srv.gemini, user, 5))
+        cpu = bot.cpu_s()
+        result = asyncio.run(sequential(srv.bot_api, srv.gemini, user, turns))
+        return (bot.cpu_s() - cpu) * 1000 / turns, result, idle_rss
+    finally:
+        bot.stop()
+
+
+def b3_b4(srv: Servers, url: str, db: str, one_user_cost: float, rss_after_b1: float) -> list[dict[str, Any]]:
+    """The same turn with 10,000 and 100,000 users stored and for a user with 10,000 past turns, against
+    the cost with one user stored; memory idle with 100,000 users."""
+    rows = []
+    stored = 400  # users seeded for B1/B2
+    idle_rss = 0.0
+    costs: dict[str, float] = {}
+    for total in (10_000, 100_000):
+        seed(url, start=stored + 1, count=total - stored)
+        stored = total
+        costs[f"{total:,} users stored"], _, idle_rss = cost_per_turn(srv, url, 1)
+    seed(url, start=stored + 1, count=1, past_turns=10_000)
+    costs["a user with 10,000 past turns"], heavy, _ = cost_per_turn(srv, url, stored + 1)
+    for label, cost in costs.items():
+        ratio = cost / one_user_cost
+        rows.append(row(f"B3 {db}: CPU per turn, {label}", f"{cost:.1f} ms = {ratio:.2f} × (1 user: "
+                        f"{one_user_cost:.1f} ms)", "flat (≤ 1.3 ×)", ratio <= 1.3))
+    rows.append(row(f"B3 {db}: prompt size, user with 10,000 past turns", f"{heavy['prompt_bytes']:,} bytes",
+                    "bounded (≤ 32 kB)", heavy["prompt_bytes"] <= 32_000))
+    rows.append(row(f"B4 {db}: RSS idle, 100,000 users stored", f"{idle_rss:.0f} MB", "≤ 300 MB", idle_rss <= 300))
+    rows.append(row(f"B4 {db}: RSS after B1", f"{rss_after_b1:.0f} MB", "≤ 300 MB", rss_after_b1 <= 300))
+    return rows
+
+
+def run_on(kind: str) -> list[dict[str, Any]]:
+    """Every turn benchmark on one database."""
+    with database(kind) as url, servers() as srv:
+        seed(url, start=1, count=1)
+        one_user_cost, _, _ = cost_per_turn(srv, url, 1)
+        seed(url, start=2, count=399)
+        rows, rss = b1(srv, url, kind)
+        rows += b2(srv, url, kind)
+        rows += b3_b4(srv, url, kind, one_user_cost, rss)
+    return rows
+
+
+def run() -> list[dict[str, Any]]:
+    """B1–B4 on SQLite and PostgreSQL."""
+    kinds = os.environ.get("REIN_BENCH_DATABASES", "sqlite,postgres").split(",")
+    return [r for kind in kinds for r in run_on(kind.strip())]
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))

@@ -1,0 +1,27 @@
+"""Admin-only commands."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.constants import ParseMode
+from telegram.ext import ContextTypes
+
+from bot import render
+from bot.handlers import services
+from pipeline.stats import stats_report
+
+NOT_ADMIN = "/stats is for Rein's admins only."
+
+
+async def stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/stats: users, activity, ratings, judge means, tokens and cost (admins only)."""
+    svc = services(context)
+    user, chat = update.effective_user, update.effective_chat
+    if user is None or chat is None:
+        return
+    if user.id not in svc.settings.admin_user_ids:
+        await context.bot.send_message(chat.id, NOT_ADMIN, parse_mode=ParseMode.HTML)
+        return
+    report = await stats_report(svc.db, svc.settings)
+    for part in render.render(report):
+        await context.bot.send_message(chat.id, part, parse_mode=ParseMode.HTML)

@@ -1,0 +1,127 @@
+"""Logging for Rein: one line per event, tagged with an opaque user id and the trace id, secrets redacted.
+
+A line looks like::
+
+    2026-11-28T08:00:00+0000 INFO pipeline.coach coach.llm_failed kind=busy user=3f2a… trace=0196…
+
+Secrets (the bot token, the Gemini and Opik keys) are kept out of logs first by never logging them
+(httpx, whose request lines carry the Bot API URL with the token, stays at WARNING) and second by
+`RedactingFilter`, which replaces them in every record that reaches Rein's handler, tracebacks included.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import urllib.parse
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, TextIO
+
+from pipeline import logcontext
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
+REDACTED = "[redacted]"
+NOISY = ("httpx", "httpcore", "apscheduler", "opik", "google_genai", "aiosqlite", "asyncio")
+FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s user=%(user)s trace=%(trace)s"
+
+
+def settings_secrets(settings: Settings) -> list[str]:
+    """The secret values of the settings: bot token, Gemini key, Opik key."""
+    values = [settings.telegram_bot_token.get_secret_value(), settings.gemini_api_key.get_secret_value()]
+    for optional in (settings.opik_api_key, getattr(settings, "telegram_webhook_secret", None)):
+        if optional is not None:
+            values.append(optional.get_secret_value())
+    return values
+
+
+def _variants(secret: str) -> set[str]:
+    """The secret as written, URL-encoded, and (for a bot token) the part after the colon."""
+    out = {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote(secret)}
+    _, colon, tail = secret.partition(":")
+    if colon and len(tail) >= 16:
+        out.add(tail)
+    return {v for v in out if len(v) >= 8}
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces every secret in a record's message, arguments and traceback."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        found: set[str] = set()
+        for secret in secrets:
+            if secret:
+                found |= _variants(secret)
+        self._secrets = sorted(found, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        """The text with every secret replaced."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._secrets:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: keep the raw message
+            message = str(record.msg)
+        record.msg, record.args = self.redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+        return True
+
+
+class ContextFilter(logging.Filter):
+    """Adds `user` (opaque id) and `trace` (the turn's trace id) to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        user, trace = logcontext.current()
+        if not hasattr(record, "user"):
+            record.user = user
+        if not hasattr(record, "trace"):
+            record.trace = trace
+        return True
+
+
+class OneLineFormatter(logging.Formatter):
+    """The usual format, with line breaks (tracebacks, multi-line messages) escaped onto one line."""
+
+    def __init__(self) -> None:
+        super().__init__(FORMAT, datefmt="%Y-%m-%dT%H:%M:%S%z")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\r", "").replace("\n", " \\n ")
+
+
+def make_handler(secrets: Iterable[str], stream: TextIO | None = None) -> logging.Handler:
+    """A stream handler with Rein's filters and one-line format."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(ContextFilter())
+    handler.addFilter(RedactingFilter(secrets))
+    handler.setFormatter(OneLineFormatter())
+    return handler
+
+
+def configure(level: str, secrets: Iterable[str], stream: TextIO | None = None) -> logging.Handler:
+    """Install Rein's handler on the root logger (replacing earlier ones of Rein); noisy libraries at WARNING."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "rein", False)]:
+        root.removeHandler(old)
+    handler = make_handler(secrets, stream)
+    handler.rein = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for noisy in NOISY:
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # PTB's DEBUG lines carry the Bot API URL (with the token) and every request's parameters (users' texts).
+    logging.getLogger("telegram").setLevel(max(logging.INFO, root.level))
+    return handler

@@ -1,0 +1,214 @@
+"""Repository functions for check-ins: preferences, schedules, claimed sends and progress entries."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import delete, func, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from storage.models import CheckinPrefs, CheckinSchedule, CheckinSend, ProgressEntry, User, utcnow
+
+
+async def get_prefs(*, session: AsyncSession, user_id: int) -> CheckinPrefs:
+    """The user's check-in preferences, created with the defaults on first use."""
+    prefs = (await session.scalars(select(CheckinPrefs).where(col(CheckinPrefs.user_id) == user_id))).first()
+    if prefs is None:
+        prefs = CheckinPrefs(user_id=user_id)
+        session.add(prefs)
+        await session.flush()
+    return prefs
+
+
+async def find_prefs(*, session: AsyncSession, user_id: int) -> CheckinPrefs | None:
+    """The user's check-in preferences, if any were stored."""
+    return (await session.scalars(select(CheckinPrefs).where(col(CheckinPrefs.user_id) == user_id))).first()
+
+
+async def get_schedule(*, session: AsyncSession, user_id: int, kind: str) -> CheckinSchedule | None:
+    """The user's schedule of one kind (checkin | review | snooze)."""
+    result = await session.scalars(
+        select(CheckinSchedule).where(col(CheckinSchedule.user_id) == user_id, col(CheckinSchedule.kind) == kind)
+    )
+    return result.first()
+
+
+async def schedules(*, session: AsyncSession, user_id: int) -> list[CheckinSchedule]:
+    """Every schedule of the user."""
+    result = await session.scalars(
+        select(CheckinSchedule).where(col(CheckinSchedule.user_id) == user_id).order_by(col(CheckinSchedule.id))
+    )
+    return list(result.all())
+
+
+async def put_schedule(
+    *, session: AsyncSession, user_id: int, kind: str, local_time: str, days: int, next_due_at: datetime | None
+) -> CheckinSchedule:
+    """Create or replace the user's schedule of this kind."""
+    row = await get_schedule(session=session, user_id=user_id, kind=kind)
+    if row is None:
+        row = CheckinSchedule(user_id=user_id, kind=kind, local_time=local_time, days=days)
+    row.local_time, row.days, row.next_due_at, row.updated_at = local_time, days, next_due_at, utcnow()
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def drop_schedules(*, session: AsyncSession, user_id: int, kinds: tuple[str, ...]) -> int:
+    """Remove the user's schedules of these kinds (their claimed sends go with them); how many went."""
+    ids = select(col(CheckinSchedule.id)).where(
+        col(CheckinSchedule.user_id) == user_id, col(CheckinSchedule.kind).in_(kinds)
+    )
+    await session.execute(delete(CheckinSend).where(col(CheckinSend.schedule_id).in_(ids)))
+    result: Any = await session.execute(
+        delete(CheckinSchedule).where(col(CheckinSchedule.user_id) == user_id, col(CheckinSchedule.kind).in_(kinds))
+    )
+    return int(result.rowcount or 0)
+
+
+async def due(
+    *, session: AsyncSession, now: datetime, limit: int
+) -> list[tuple[CheckinSchedule, User, CheckinPrefs | None]]:
+    """Schedules due at `now` (oldest first) with their user and preferences."""
+    result = await session.execute(
+        select(CheckinSchedule, User, CheckinPrefs)
+        .join(User, col(User.id) == CheckinSchedule.user_id)
+        .outerjoin(CheckinPrefs, col(CheckinPrefs.user_id) == CheckinSchedule.user_id)
+        .where(col(CheckinSchedule.next_due_at).is_not(None), col(CheckinSchedule.next_due_at) <= now)
+        .order_by(col(CheckinSchedule.next_due_at), col(CheckinSchedule.id))
+        .limit(limit)
+    )
+    return [(s, u, p) for s, u, p in result.all()]
+
+
+async def earliest_due(*, session: AsyncSession) -> datetime | None:
+    """The earliest next due time over all schedules."""
+    value: datetime | None = await session.scalar(select(func.min(col(CheckinSchedule.next_due_at))))
+    if value is not None and value.tzinfo is None:  # min() bypasses the column type on SQLite
+        from datetime import UTC
+
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+async def claim(*, session: AsyncSession, schedule: CheckinSchedule, due_at: datetime) -> int | None:
+    """Claim the send of `schedule` at `due_at`: the new claim's id, or None if it was claimed before."""
+    assert schedule.id is not None
+    values = {"schedule_id": schedule.id, "user_id": schedule.user_id, "kind": schedule.kind, "due_at": due_at,
+              "status": "claimed", "claimed_at": utcnow()}
+    dialect = session.get_bind().dialect.name
+    insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(CheckinSend)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["schedule_id", "due_at"])
+        .returning(col(CheckinSend.id))
+    )
+    result = await session.execute(statement)
+    return result.scalar()
+
+
+async def finish_send(*, session: AsyncSession, send_id: int, status: str, turn_id: int | None) -> None:
+    """Record how a claimed send ended."""
+    await session.execute(
+        update(CheckinSend)
+        .where(col(CheckinSend.id) == send_id)
+        .values(status=status, turn_id=turn_id, sent_at=utcnow() if status == "sent" else None)
+    )
+
+
+async def sends_since(*, session: AsyncSession, user_id: int, since: datetime) -> list[CheckinSend]:
+    """The user's check-in sends claimed since a time."""
+    result = await session.scalars(
+        select(CheckinSend)
+        .where(col(CheckinSend.user_id) == user_id, col(CheckinSend.claimed_at) >= since)
+        .order_by(col(CheckinSend.id))
+    )
+    return list(result.all())
+
+
+async def put_progress(
+    *, session: AsyncSession, user_id: int, goal_id: int | None, turn_id: int, status: str, local_date: date
+) -> ProgressEntry:
+    """Record the answer to one check-in; a second tap on the same check-in replaces the first."""
+    entry = (
+        await session.scalars(
+            select(ProgressEntry).where(col(ProgressEntry.user_id) == user_id, col(ProgressEntry.turn_id) == turn_id)
+        )
+    ).first()
+    if entry is None:
+        entry = ProgressEntry(user_id=user_id, goal_id=goal_id, turn_id=turn_id, status=status, local_date=local_date)
+    entry.status = status
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+async def progress_for_turn(*, session: AsyncSession, user_id: int, turn_id: int) -> ProgressEntry | None:
+    """The user's answer to one check-in, if they gave one."""
+    result = await session.scalars(
+        select(ProgressEntry).where(col(ProgressEntry.user_id) == user_id, col(ProgressEntry.turn_id) == turn_id)
+    )
+    return result.first()
+
+
+async def get_progress(*, session: AsyncSession, entry_id: int, user_id: int) -> ProgressEntry | None:
+    """A progress entry, only if it is the user's."""
+    result = await session.scalars(
+        select(ProgressEntry).where(col(ProgressEntry.id) == entry_id, col(ProgressEntry.user_id) == user_id)
+    )
+    return result.first()
+
+
+async def recent_progress(*, session: AsyncSession, user_id: int, limit: int) -> list[ProgressEntry]:
+    """The user's newest progress entries, newest first."""
+    result = await session.scalars(
+        select(ProgressEntry)
+        .where(col(ProgressEntry.user_id) == user_id)
+        .order_by(col(ProgressEntry.local_date).desc(), col(ProgressEntry.id).desc())
+        .limit(limit)
+    )
+    return list(result.all())
+
+
+async def progress_since(*, session: AsyncSession, user_id: int, since: date) -> list[ProgressEntry]:
+    """The user's progress entries from a local date on, oldest first."""
+    result = await session.scalars(
+        select(ProgressEntry)
+        .where(col(ProgressEntry.user_id) == user_id, col(ProgressEntry.local_date) >= since)
+        .order_by(col(ProgressEntry.local_date), col(ProgressEntry.id))
+    )
+    return list(result.all())
+
+
+async def delete_for_user(*, session: AsyncSession, user_id: int) -> None:
+    """Erase the user's check-in rows (for /delete)."""
+    for statement in (
+        delete(CheckinSend).where(col(CheckinSend.user_id) == user_id),
+        delete(CheckinSchedule).where(col(CheckinSchedule.user_id) == user_id),
+        delete(ProgressEntry).where(col(ProgressEntry.user_id) == user_id),
+        delete(CheckinPrefs).where(col(CheckinPrefs.user_id) == user_id),
+    ):
+        await session.execute(statement)
+
+
+async def export_for_user(*, session: AsyncSession, user_id: int) -> dict[str, Any]:
+    """The user's check-in rows as JSON-ready data (for /export)."""
+
+    async def rows(statement: Any) -> list[dict[str, Any]]:
+        result = await session.scalars(statement)
+        return [row.model_dump(mode="json", exclude={"user_id"}) for row in result.all()]
+
+    return {
+        "checkin_preferences": await rows(select(CheckinPrefs).where(col(CheckinPrefs.user_id) == user_id)),
+        "checkin_schedules": await rows(select(CheckinSchedule).where(col(CheckinSchedule.user_id) == user_id)),
+        "checkin_sends": await rows(
+            select(CheckinSend).where(col(CheckinSend.user_id) == user_id).order_by(col(CheckinSend.id))
+        ),
+        "progress": await rows(
+            select(ProgressEntry).where(col(ProgressEntry.user_id) == user_id).order_by(col(ProgressEntry.id))
+        ),
+    }
