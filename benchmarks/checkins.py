@@ -9,23 +9,23 @@ resident memory is the bot's alone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "123456:BENCH-token-abcdefghijklmnopqrstuvwxyz"
+from sqlmodel import SQLModel
+
+from benchmarks.loopback import ROOT, TOKEN, servers
+
+TABLES = SQLModel.metadata.tables
 RATE_USERS = int(os.environ.get("REIN_BENCH_RATE_USERS", "1000"))
 FANOUT_USERS = int(os.environ.get("REIN_BENCH_FANOUT_USERS", "10000"))
 SCALE_USERS = int(os.environ.get("REIN_BENCH_SCALE_USERS", "100000"))
@@ -33,47 +33,10 @@ RAISED_LIMIT = 100_000.0
 FIRST_ID = 50_000_000
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _servers() -> Iterator[tuple[str, str]]:
-    """The loopback Bot API (any chat accepted) and Gemini servers, each in its own process."""
-    bot_port, gemini_port = _free_port(), _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "tests.fakes.botapi", "--port", str(bot_port), "--token", TOKEN,
-                          "--any-chat"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-        subprocess.Popen([sys.executable, "-m", "tests.fakes.gemini", "--port", str(gemini_port)], cwd=ROOT,
-                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-    ]
-    try:
-        for port in (bot_port, gemini_port):
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"loopback server on port {port} did not start") from None
-                    time.sleep(0.1)
-        yield f"http://127.0.0.1:{bot_port}", f"http://127.0.0.1:{gemini_port}"
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-
-
 def _settings(bot_url: str, gemini_url: str, database_url: str, rate: float) -> Any:
     from pipeline.settings import Settings
 
-    return Settings(_env_file=None, telegram_bot_token=TOKEN, telegram_api_url=bot_url,  # type: ignore[call-arg]
+    return Settings(_env_file=None, telegram_bot_token=TOKEN, telegram_api_url=bot_url,
                     gemini_api_key="bench-key", gemini_base_url=gemini_url, database_url=database_url,
                     opik_track_disable=True, telegram_rate_limit=rate, checkin_scheduler=False,
                     checkin_concurrency=64, log_level="WARNING")
@@ -90,7 +53,7 @@ def seed(database_url: str, users: int, due: datetime, *, first_id: int = FIRST_
     engine = create_engine(sync_url(database_url))
     now = datetime.now(UTC)
     with engine.begin() as conn:
-        start = conn.execute(select(User.__table__.c.id).order_by(User.__table__.c.id.desc()).limit(1)).scalar() or 0
+        start = conn.execute(select(TABLES["users"].c.id).order_by(TABLES["users"].c.id.desc()).limit(1)).scalar() or 0
         chunk = 5000
         for offset in range(0, users, chunk):
             batch = range(offset, min(users, offset + chunk))
@@ -100,12 +63,12 @@ def seed(database_url: str, users: int, due: datetime, *, first_id: int = FIRST_
                 user = User(telegram_id=first_id + i, chat_id=first_id + i, opaque_id=opaque,
                             thread_id=f"{opaque[:12]}-{opaque[12:24]}", timezone="UTC", stage="coaching")
                 rows.append(user.model_dump(exclude={"id"}))
-            conn.execute(insert(User.__table__), rows)
+            conn.execute(insert(TABLES["users"]), rows)
             ids = range(start + offset + 1, start + offset + 1 + len(batch))
-            conn.execute(insert(CheckinSchedule.__table__), [
+            conn.execute(insert(TABLES[CheckinSchedule.__tablename__]), [
                 {"user_id": uid, "kind": "checkin", "local_time": due.strftime("%H:%M"), "days": 127,
                  "next_due_at": due, "created_at": now, "updated_at": now} for uid in ids])
-            conn.execute(insert(CheckinPrefs.__table__), [
+            conn.execute(insert(TABLES[CheckinPrefs.__tablename__]), [
                 {"user_id": uid, "quiet_start": "00:00", "quiet_end": "00:00", "paused": False,
                  "updated_at": now} for uid in ids])
     engine.dispose()
@@ -230,7 +193,8 @@ def _apscheduler_jobs(users: int) -> dict[str, float]:
 def run() -> list[dict[str, Any]]:
     """Every check-in figure as rows: name, figure, target, holds."""
     rows: list[dict[str, Any]] = []
-    with _servers() as (bot_url, gemini_url):
+    with servers() as srv:
+        bot_url, gemini_url = srv.bot_api, srv.gemini
         limited = asyncio.run(_fanout(bot_url, gemini_url, RATE_USERS, 30.0, FIRST_ID))
         fraction = limited["rate"] / 30.0
         rows.append({"name": f"fan-out {RATE_USERS:,} due in one minute at the 30/s limit: delivery rate",

@@ -129,6 +129,7 @@ class Coach:
         # Per-user cap on LLM turns (0: none); what the user wrote is stored before the check.
         self.limiter = SlidingWindow(llm_calls_per_minute) if llm_calls_per_minute else None
         self.guard = OutputGuard()
+        self._sync_lock = asyncio.Lock()
         self._compact_due: set[int] = set()  # users whose history outgrew the window (checked per coaching turn)
 
     # ----- entry points -------------------------------------------------------------------------
@@ -375,17 +376,18 @@ class Coach:
         rating = await repo.get_rating(session=session, rating_id=user.pending_rating_id or 0, user_id=user.id or 0)
         user.pending_rating_id = None
         session.add(user)
-        if rating is not None:
-            rating.reason = text[:1000]
-            rating.synced = False
-            rating.updated_at = datetime.now(UTC)
-            session.add(rating)
+        if rating is not None and rating.id is not None:
+            await repo.change_rating(session=session, rating_id=rating.id, reason=text[:1000])
         return [Reply.plain("Thank you, that helps me get better. " + self._stage_hint(user.stage))]
 
     async def sync_ratings(self) -> int:
         """Send ratings Opik has not confirmed yet (after an outage, too); returns how many it took."""
         if not self.tracer.enabled:
             return 0
+        async with self._sync_lock:  # one pass at a time, so a newer value never lands before an older one
+            return await self._sync_ratings()
+
+    async def _sync_ratings(self) -> int:
         async with self.db.session() as session:
             pending = await repo.unsynced_ratings(session=session)
         if not pending:

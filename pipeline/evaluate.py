@@ -120,7 +120,8 @@ def evaluate_variant(settings: Settings, variant: Variant, items: list[dict[str,
         dataset = client.get_or_create_dataset(DATASET_NAME, description="Rein's offline evaluation goals")
         dataset.insert(items)
         for p in (variant.resolution, variant.plan):
-            opik.Prompt(name=p.name, prompt=p.text, metadata={"version": p.version})
+            client.create_prompt(name=p.name, prompt=p.text, metadata={"version": p.version},
+                                 project_name=settings.opik_project_name)
         result = opik.evaluate(
             dataset=dataset, task=task, scoring_metrics=_metrics(), experiment_name=f"rein-prompts-v{variant.version}",
             project_name=settings.opik_project_name, task_threads=threads, verbose=0,

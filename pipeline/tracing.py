@@ -152,7 +152,8 @@ class Tracer:
         registered = 0
         for prompt in prompts:
             try:
-                opik.Prompt(name=prompt.name, prompt=prompt.text, metadata={"version": prompt.version})
+                self._client(opik).create_prompt(name=prompt.name, prompt=prompt.text,
+                                                 metadata={"version": prompt.version}, project_name=self.project)
                 registered += 1
             except Exception as exc:
                 logger.warning("tracing.prompt_not_registered name=%s error=%s", prompt.name, type(exc).__name__)

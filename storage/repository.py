@@ -334,13 +334,20 @@ async def upsert_rating(*, session: AsyncSession, user_id: int, turn_id: int, va
     ).first()
     if rating is None:
         rating = Rating(user_id=user_id, turn_id=turn_id, value=value)
-    else:
-        rating.value = value
-        rating.updated_at = utcnow()
-    rating.synced = False
-    session.add(rating)
-    await session.flush()
+        session.add(rating)
+        await session.flush()
+        return rating
+    await change_rating(session=session, rating_id=rating.id or 0, value=value)
+    await session.refresh(rating)
     return rating
+
+
+async def change_rating(*, session: AsyncSession, rating_id: int, **values: Any) -> None:
+    """Change a rating and mark it for a new sync, in one UPDATE: `synced` is always written, so a sync
+    that confirmed the old version in the meantime cannot leave the new one marked as sent."""
+    await session.execute(
+        update(Rating).where(col(Rating.id) == rating_id).values(**values, synced=False, updated_at=utcnow())
+    )
 
 
 async def get_rating(*, session: AsyncSession, rating_id: int, user_id: int) -> Rating | None:

@@ -178,7 +178,9 @@ async def test_prompts_are_registered_in_the_prompt_library(traced: Harness, opi
     """With Opik configured, every versioned prompt is sent to Opik's prompt library at start-up."""
     from pipeline import prompts
 
-    await traced.services.drain()
-    bodies = repr([body for _, path, body in opik_stub.requests if "prompts" in path])
-    for prompt in prompts.ALL:
-        assert prompt.name in bodies, f"{prompt.name} did not reach Opik's prompt library"
+    def stored(prompt: prompts.Prompt) -> bool:
+        return any(v.get("template") == prompt.text and (v.get("metadata") or {}).get("version") == prompt.version
+                   for v in opik_stub.prompt_versions.get(prompt.name, []))
+
+    await traced.bot_api.wait_for(lambda: all(map(stored, prompts.ALL)), timeout=10)
+    assert len(opik_stub.prompt_versions["rein-plan"]) >= 2, "two versions of the plan prompt"

@@ -60,6 +60,7 @@ class OpikStub:
         self.feedback_scores: list[dict[str, Any]] = []
         self.span_feedback_scores: list[dict[str, Any]] = []
         self.thread_feedback_scores: list[dict[str, Any]] = []
+        self.prompt_versions: dict[str, list[dict[str, Any]]] = {}  # prompt name -> versions, newest last
         self.trace_updates: list[tuple[str, dict[str, Any]]] = []
         self.span_updates: list[tuple[str, dict[str, Any]]] = []
         self._runner: web.AppRunner | None = None
@@ -271,6 +272,24 @@ class OpikStub:
                         if known is None:
                             return web.json_response({"errors": [f"{kind[:-1]} not found"]}, status=404)
                         return web.json_response(known)
+            if method == "POST" and path == f"{PREFIX}/prompts/versions/retrieve":
+                known = self.prompt_versions.get(str(data.get("name")))
+                if known is None:
+                    return web.json_response({"errors": ["prompt not found"]}, status=404)
+                return web.json_response(known[-1])
+            if method == "POST" and path == f"{PREFIX}/prompts/versions":
+                name = str(data.get("name"))
+                version = dict(data.get("version") or {})
+                stored = {
+                    **version,
+                    "id": str(uuid.uuid4()),
+                    "prompt_id": str(uuid.uuid5(uuid.NAMESPACE_URL, name)),
+                    "commit": uuid.uuid4().hex[:8],
+                    "type": version.get("type", "mustache"),
+                    "template_structure": data.get("template_structure", "text"),
+                }
+                self.prompt_versions.setdefault(name, []).append(stored)
+                return web.json_response(stored)
         if method == "GET" and path == f"{PREFIX}/projects":
             return web.json_response({"content": [], "page": 1, "size": 0, "total": 0})
         if method == "POST" and path == f"{PREFIX}/projects/retrieve":
