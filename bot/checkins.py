@@ -85,7 +85,7 @@ async def progress(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         replies, png = await checkins(context).progress(speaker)
         caption = render.render(replies[0], limit=1000)[0]
         await context.bot.send_photo(speaker.chat_id, photo=png, caption=caption, parse_mode=ParseMode.HTML,
-                                     filename="progress.png")
+                                     filename="progress.png", reply_markup=render.keyboard(replies[0].buttons))
 
 
 async def before_start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -235,6 +235,7 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         "delete_yes": lambda svc, w: svc.coach.delete_confirm(w, ref, True),
         "delete_no": lambda svc, w: svc.coach.delete_confirm(w, ref, False),
         "skip_reason": lambda svc, w: svc.coach.skip_reason(w, ref),
+        "milestone": lambda svc, w: svc.coach.milestone_reached(w, ref),
     }
     call = calls.get(parsed.action)
     if call is None:

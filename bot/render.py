@@ -25,6 +25,7 @@ ACTION_CODES = {
     "delete_yes": "dy",
     "delete_no": "dn",
     "skip_reason": "rs",
+    "milestone": "mr",
     "checkin_done": "kd",
     "checkin_partly": "kp",
     "checkin_missed": "km",

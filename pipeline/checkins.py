@@ -496,7 +496,11 @@ class Checkins:
             lines.append(line)
         if not any(r is not None for r in rates):
             lines.append("No check-ins answered yet. /checkin sets when I ask.")
-        reply = Reply(paras=[Para("📈 Your progress\n" + "\n".join(lines), heading=True)])
+        buttons = []
+        if data.next_milestone is not None and data.next_milestone.id is not None:
+            label = f"🏁 Reached: {data.next_milestone.title}"
+            buttons = [[Button(label[:60], "milestone", data.next_milestone.id)]]
+        reply = Reply(paras=[Para("📈 Your progress\n" + "\n".join(lines), heading=True)], buttons=buttons)
         return [reply], weekly_chart(rates)
 
     # ----- the scheduler's side -----------------------------------------------------------------

@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import unicodedata
+from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -36,9 +37,10 @@ from pipeline.replies import Button, Para, Reply
 from pipeline.schedule import schedule_menu
 from pipeline.schemas import ClarifyDecision, PlanDraft, ResolutionDraft
 from pipeline.tracing import Feedback, Tracer, TurnTrace
+from storage import checkins as checkin_store
 from storage import repository as repo
 from storage.db import Database
-from storage.models import Goal, LLMUsage, Milestone, Plan, Resolution, Stage, Turn, User
+from storage.models import Goal, LLMUsage, Milestone, Plan, ProgressEntry, Resolution, Stage, Turn, User
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ logger = logging.getLogger(__name__)
 _TURN_USER: ContextVar[User | None] = ContextVar("rein_turn_user", default=None)
 
 MAX_TEXT = 4000
+PROGRESS_IN_PROMPT = 7  # newest check-in answers the coach sees
 MAX_INPUT = 4096  # Telegram's own limit: a user's message is stored whole
 USER_RATING = "user_rating"  # Opik feedback score name: the user's 1–5 rating of one coach message
 
@@ -362,6 +365,22 @@ class Coach:
             logger.info("coach.rated user=%s turn=%s value=%d trace=%s", user.opaque_id, turn_id, value, turn.trace_id)
         return RateOutcome(ok=True, value=value, followup=followup)
 
+    async def milestone_reached(self, who: Who, milestone_id: int) -> list[Reply]:
+        """The "Reached" button under /progress: the milestone counts as reached from now on."""
+        async with self.db.session() as session:
+            user = await self._user(session, who)
+            milestone = await repo.reach_milestone(session=session, milestone_id=milestone_id, user_id=user.id or 0)
+            if milestone is None:
+                return [Reply.plain(EXPIRED)]
+            stones = await repo.milestones(session=session, plan_id=milestone.plan_id)
+        upcoming = next((s for s in stones if s.reached_at is None), None)
+        text = f"🏁 Milestone reached: {milestone.title}. Well done!"
+        if upcoming is not None:
+            text += f"\n\nNext: {upcoming.title} by {upcoming.target_date.isoformat()}."
+        else:
+            text += "\n\nThat was the last milestone of your plan."
+        return [Reply.plain(text)]
+
     async def skip_reason(self, who: Who, rating_id: int) -> list[Reply]:
         """The Skip button under "what would have helped?"."""
         async with self.db.session() as session:
@@ -620,13 +639,14 @@ class Coach:
             if goal is None:
                 raise LLMError("internal", "no active goal")
             stones = await repo.milestones(session=session, plan_id=plan.id or 0) if plan else []
+            progress = await checkin_store.recent_progress(session=session, user_id=user.id, limit=PROGRESS_IN_PROMPT)
             # One read serves the prompt and the backlog check: more than 2N unsummarised turns → compact.
             window = await repo.recent_turns(session=session, user_id=user.id, limit=2 * self.history_turns + 1)
             if len(window) > 2 * self.history_turns and (window[0].id or 0) > user.summary_upto_turn_id:
                 self._compact_due.add(who.telegram_id)
             history = window[-self.history_turns:]
             summary = user.summary
-        context = coaching_context(goal, resolution, plan, stones, summary)
+        context = coaching_context(goal, resolution, plan, stones, summary, progress)
         contents = history_contents(history, upto=turn)
         text = await self.llm.text(system=prompts.COACH.text + "\n\n" + context, contents=contents)
         text = self.guard.check(text, user=user.opaque_id)
@@ -712,13 +732,17 @@ def plan_brief(plan: Plan, stones: list[Milestone]) -> str:
 
 
 def coaching_context(goal: Goal, resolution: Resolution | None, plan: Plan | None, stones: list[Milestone],
-                     summary: str) -> str:
+                     summary: str, progress: Sequence[ProgressEntry] = ()) -> str:
     """Everything the coach should keep in mind, bounded in size."""
     parts = [f"Today is {date.today().isoformat()}.", goal_brief(goal)[:2000]]
     if resolution is not None:
         parts.append(resolution_brief(resolution))
     if plan is not None:
         parts.append(plan_brief(plan, stones)[:3000])
+    if progress:
+        lines = [f"- {p.local_date.isoformat()}: {p.status}" + (f" ({p.note[:200]})" if p.note else "")
+                 for p in progress]
+        parts.append("Recent check-ins, newest first:\n" + "\n".join(lines))
     if summary:
         parts.append(f"Summary of the earlier conversation: {summary}")
     return "\n\n".join(parts)

@@ -483,3 +483,19 @@ async def goal_context(
     if row is None:
         return None, None, None
     return row[0], row[1], row[2]
+
+
+async def reach_milestone(*, session: AsyncSession, milestone_id: int, user_id: int) -> Milestone | None:
+    """Mark one of the user's milestones reached (once); None if it is not theirs."""
+    milestone = (
+        await session.scalars(
+            select(Milestone)
+            .join(Plan, col(Plan.id) == Milestone.plan_id)
+            .join(Goal, col(Goal.id) == Plan.goal_id)
+            .where(col(Milestone.id) == milestone_id, col(Goal.user_id) == user_id)
+        )
+    ).first()
+    if milestone is not None and milestone.reached_at is None:
+        milestone.reached_at = utcnow()
+        session.add(milestone)
+    return milestone

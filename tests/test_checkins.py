@@ -191,7 +191,8 @@ async def test_a_due_checkin_is_written_by_the_coach_with_answer_buttons_and_rat
 
 
 async def test_a_tap_records_progress_the_coach_answers_and_a_note_can_follow(ck: Harness) -> None:
-    """Done stores a progress entry and gets a brief coach answer; the next text becomes its note."""
+    """Done stores a progress entry and gets a brief coach answer; the next text becomes its note, and the
+    coach's next reply is written with that progress in view."""
     clock = clock_at(ck, local("Europe/Berlin", 2026, 11, 28, 9, 0))
     await accept_plan(ck, ANN)
     await set_up(ck, ANN, "Europe/Berlin", "08:00")
@@ -208,6 +209,7 @@ async def test_a_tap_records_progress_the_coach_answers_and_a_note_can_follow(ck
     assert (entry.status, entry.note, entry.local_date) == ("done", "ran 5 km in the rain", date(2026, 11, 29))
     coach = (await ck.say(ANN, "What should I do tomorrow?"))[0]
     assert coach.text.startswith("Coach"), "after the note, texts go to the coach again"
+    assert "2026-11-29: done (ran 5 km in the rain)" in ck.gemini.requests[-1].system, "the coach sees progress"
 
 
 async def test_three_misses_in_a_row_offer_to_adjust_the_plan(ck: Harness) -> None:
@@ -466,6 +468,25 @@ async def test_progress_shows_streak_weeks_and_an_eight_week_png(ck: Harness) ->
     width, height, _ = decode_png(photo.file)
     assert (width, height) == (480, 240)
     assert count_bars(photo.file) == 8
+
+
+async def test_a_milestone_is_marked_reached_from_progress_by_its_owner_only(ck: Harness) -> None:
+    """/progress offers the next milestone's Reached button; only its owner's press counts, and then
+    /progress and the coach's plan show it reached."""
+    await accept_plan(ck, ANN)
+    photo = (await ck.say(ANN, "/progress"))[0]
+    assert "Milestones: 0 of" in (photo.caption or "")
+    reached = next(d for label, d in photo.buttons() if label.startswith("🏁 Reached"))
+    await ck.say(BOB, "/start", expect=2)
+    forged = ck.bot_api.user_presses(BOB, photo.message_id, reached, chat_id=BOB)
+    await ck.bot_api.wait_for(lambda: forged in ck.bot_api.callback_answers)
+    await ck.bot_api.wait_for(lambda: "expired" in (ck.bot_api.messages(BOB)[-1].text or ""))
+    done = (await ck.press(ANN, photo, "🏁 Reached"))[0]
+    assert "Milestone reached" in (done.text or "")
+    again = (await ck.say(ANN, "/progress"))[0]
+    assert "Milestones: 1 of" in (again.caption or "")
+    await ck.say(ANN, "How am I doing?")
+    assert "(reached)" in ck.gemini.requests[-1].system
 
 
 def test_the_chart_is_a_valid_png_with_one_bar_per_week() -> None:
