@@ -175,3 +175,15 @@ async def harness(bot_api: FakeBotAPI, gemini: FakeGemini, sqlite_url: str) -> A
 async def settle(seconds: float = 0.3) -> None:
     """Give the bot a moment to (not) react, for asserting that nothing more was sent."""
     await asyncio.sleep(seconds)
+
+
+async def user_snapshot(h: Harness, user_id: int) -> dict[str, Any]:
+    """Everything stored about a user (their /export), minus the activity timestamp that any press moves."""
+    from storage import repository as repo
+
+    async with h.services.db.session() as session:
+        user = await repo.get_user(session=session, telegram_id=user_id)
+        assert user is not None
+        data = await repo.export_user(session=session, user=user)
+    data["user"].pop("last_active_at", None)
+    return data

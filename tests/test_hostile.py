@@ -20,7 +20,7 @@ from pipeline.guard import REFUSAL, OutputGuard, system_prompts
 from pipeline.ratelimit import SlidingWindow
 from storage import repository as repo
 from storage.models import Goal, Turn, User
-from tests.conftest import Harness, make_settings, settle, start_bot, stop_bot
+from tests.conftest import Harness, make_settings, settle, start_bot, stop_bot, user_snapshot
 from tests.fakes.botapi import contact, dice, document, location, photo, poll, sticker, voice
 from tests.test_faults import to_coaching
 
@@ -167,15 +167,6 @@ async def test_commands_with_junk_arguments_or_deep_links_work(harness: Harness,
 
 # ----- forged buttons -----------------------------------------------------------------------------
 
-async def _owner_snapshot(h: Harness, user_id: int) -> dict[str, Any]:
-    async with h.services.db.session() as session:
-        user = await repo.get_user(session=session, telegram_id=user_id)
-        assert user is not None
-        data = await repo.export_user(session=session, user=user)
-    data["user"].pop("last_active_at", None)
-    return data
-
-
 def _forged_data() -> list[str]:
     """Button data drawn by hypothesis: random strings and well-formed codes with random references."""
     codes = [*ACTION_CODES.values(), RATE_CODE, "zz", "x"]
@@ -205,7 +196,7 @@ async def test_fuzzed_button_data_never_crashes_nor_touches_another_users_data(
     harness.bot_api.user_presses(ANN, reply.message_id, one)  # leaves Ann with a pending low-rating reason
     await harness.bot_api.wait_for(lambda: "What would have helped" in harness.bot_api.messages(ANN)[-1].text)
     await harness.say(BOB, "/start", expect=2)
-    before = await _owner_snapshot(harness, ANN)
+    before = await user_snapshot(harness, ANN)
 
     forged = _forged_data()
     assert len(forged) > 60
@@ -220,7 +211,7 @@ async def test_fuzzed_button_data_never_crashes_nor_touches_another_users_data(
     assert unanswered == [], "every press gets an answer (or the spinner would hang)"
     await harness.bot_api.wait_for(lambda: harness.bot_api.pending_updates == 0)
     await settle(0.5)
-    assert await _owner_snapshot(harness, ANN) == before, "Bob's presses changed nothing of Ann's"
+    assert await user_snapshot(harness, ANN) == before, "Bob's presses changed nothing of Ann's"
     assert not [r for r in caplog.records if r.getMessage().startswith("bot.unhandled_error")]
 
 

@@ -16,7 +16,7 @@ from bot import texts
 from bot.logs import REDACTED, configure, settings_secrets
 from bot.render import decode, encode
 from storage import repository as repo
-from tests.conftest import TOKEN, Harness, make_settings, settle, start_bot, stop_bot
+from tests.conftest import TOKEN, Harness, make_settings, settle, start_bot, stop_bot, user_snapshot
 from tests.fakes import Fault
 from tests.test_faults import to_coaching
 
@@ -24,15 +24,6 @@ ANN = 987_650_001
 BOB = 987_650_002
 ANN_NAME = "Zanzibarella"
 ANN_GOAL = "Ann's private goal ZQX-42: quit smoking"
-
-
-async def _snapshot(h: Harness, user_id: int) -> dict[str, Any]:
-    async with h.services.db.session() as session:
-        user = await repo.get_user(session=session, telegram_id=user_id)
-        assert user is not None
-        data = await repo.export_user(session=session, user=user)
-    data["user"].pop("last_active_at", None)
-    return data
 
 
 async def _bob_presses(h: Harness, message_id: int, data: str) -> tuple[dict[str, Any], list[str]]:
@@ -67,12 +58,12 @@ async def test_only_the_owner_can_act_on_a_buttons_data(harness: Harness) -> Non
         "goal_keep": encode("goal_keep", goal), "delete_yes": encode("delete_yes", ann_id),
         "delete_no": encode("delete_no", ann_id),
     }
-    before, calls = await _snapshot(h, ANN), len(h.gemini.requests)
+    before, calls = await user_snapshot(h, ANN), len(h.gemini.requests)
     for action, data in first.items():
         _, sent = await _bob_presses(h, error.message_id, data)
         assert all(ANN_GOAL not in s for s in sent), action
         assert sent and any(w in sent[0] for w in ("expired", "already been answered")), (action, sent)
-    assert await _snapshot(h, ANN) == before and len(h.gemini.requests) == calls
+    assert await user_snapshot(h, ANN) == before and len(h.gemini.requests) == calls
 
     question = (await h.press(ANN, error, "Try again"))[0]
     resolution, plan = await h.press(ANN, question, "Skip", expect=2)
@@ -88,14 +79,14 @@ async def test_only_the_owner_can_act_on_a_buttons_data(harness: Harness) -> Non
     plan_turn, plan_id = decode(one).ref, decode(_data(plan, "✅")).ref  # type: ignore[union-attr]
     checkin_answers = {action: encode(action, plan_turn) for action in
                        ("checkin_done", "checkin_partly", "checkin_missed", "checkin_snooze")}
-    before, calls = await _snapshot(h, ANN), len(h.gemini.requests)
+    before, calls = await user_snapshot(h, ANN), len(h.gemini.requests)
     for action, data in {**second, **checkin_answers, "checkin_adjust": encode("checkin_adjust", plan_id)}.items():
         answer, sent = await _bob_presses(h, plan.message_id, data)
         shown = " ".join([answer.get("text") or "", *sent])
         assert "ZQX" not in shown and "quit smoking" not in shown, action
         if action in second:
             assert any(w in shown for w in ("isn't for you", "no longer current", "expired")), (action, shown)
-    assert await _snapshot(h, ANN) == before, "Ann's plan, ratings and pending reason are untouched"
+    assert await user_snapshot(h, ANN) == before, "Ann's plan, ratings and pending reason are untouched"
     assert len(h.gemini.requests) == calls, "no LLM work was done on Ann's data for Bob"
 
 
