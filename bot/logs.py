@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from pipeline.settings import Settings
 
 REDACTED = "[redacted]"
-NOISY = ("httpx", "httpcore", "apscheduler", "opik", "google_genai", "aiosqlite", "asyncio")
+NOISY = ("httpx", "httpcore", "apscheduler", "opik", "google_genai", "aiosqlite", "asyncio", "alembic.runtime.plugins")
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s user=%(user)s trace=%(trace)s"
 
 
