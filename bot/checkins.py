@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -22,6 +23,7 @@ from telegram.ext import (
 
 from bot import handlers, render
 from pipeline.checkins import Checkins, CheckinScheduler, DeliveryUncertain, RecipientBlocked, Sender
+from pipeline.coach import Who
 from pipeline.replies import Reply
 from pipeline.settings import Settings
 
@@ -101,14 +103,8 @@ async def intercept_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     message = update.effective_message
     if message is None or not message.text:
         return
-    speaker = handlers.who(update)
-    svc = handlers.services(context)
-    async with svc.locks.hold(speaker.telegram_id):
-        replies = await checkins(context).intercept(speaker, message.text)
-        if replies is None:
-            return
-        await handlers.send_replies(context, speaker.chat_id, replies)
-    raise ApplicationHandlerStop
+    text = message.text
+    await _intercept(update, context, lambda speaker: checkins(context).intercept(speaker, text))
 
 
 async def intercept_location(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -116,11 +112,19 @@ async def intercept_location(update: Update, context: ContextTypes.DEFAULT_TYPE)
     message = update.effective_message
     if message is None or message.location is None:
         return
+    latitude, longitude = message.location.latitude, message.location.longitude
+    await _intercept(update, context, lambda speaker: checkins(context).location(speaker, latitude, longitude))
+
+
+async def _intercept(update: Update, context: ContextTypes.DEFAULT_TYPE,
+                     work: Callable[[Who], Awaitable[list[Reply] | None]]) -> None:
+    """Under the user's lock, let check-ins answer the message; if they did, no other handler sees it."""
     speaker = handlers.who(update)
-    replies = await checkins(context).location(speaker, message.location.latitude, message.location.longitude)
-    if replies is None:
-        return
-    await handlers.send_replies(context, speaker.chat_id, replies)
+    async with handlers.services(context).locks.hold(speaker.telegram_id):
+        replies = await work(speaker)
+        if replies is None:
+            return
+        await handlers.send_replies(context, speaker.chat_id, replies)
     raise ApplicationHandlerStop
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pipeline import coach
+
 COMMANDS: list[tuple[str, str]] = [
     ("start", "Start, or see where you are"),
     ("goal", "Start a new goal"),
@@ -32,7 +34,7 @@ NOT_TEXT = (
 GROUPS = "I coach one-to-one only. Message me privately to work on your goals."
 UNKNOWN_COMMAND = "I don't know that command. /help lists the ones I understand."
 NOT_ALLOWED = "Rein is in a private beta and this account isn't on the list yet. Sorry!"
-EXPIRED = "This button has expired."
+EXPIRED = coach.EXPIRED
 NOT_YOURS = "This button isn't for you."
 BUSY = "Something went wrong on my side. Please try again in a moment."
 STORAGE_DOWN = (

@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 
 from pipeline import prompts
 from pipeline.chart import weekly_chart
-from pipeline.coach import Who, coaching_context
+from pipeline.coach import EXPIRED, Who, coaching_context
 from pipeline.llm import LLM, LLMError, user_content
 from pipeline.replies import Button, Para, Reply
 from pipeline.schedule import (
@@ -56,7 +56,7 @@ from pipeline.tracing import Tracer
 from storage import checkins as store
 from storage import repository as repo
 from storage.db import Database
-from storage.models import CheckinPrefs, CheckinSchedule, Milestone, Plan, ProgressEntry, Stage, User, utcnow
+from storage.models import CheckinPrefs, CheckinSchedule, Milestone, Plan, ProgressEntry, Stage, Turn, User, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -403,10 +403,9 @@ class Checkins:
         """Done · Partly · Missed on a check-in: recorded, then a brief answer from the coach."""
         now = self.clock()
         async with self.db.session() as session:
-            user = await self._user(session, who)
-            turn = await repo.get_turn(session=session, turn_id=turn_id, user_id=user.id or 0)
-            if turn is None or turn.role != "coach" or turn.kind != "checkin":
-                return [Reply.plain("This button has expired.")]
+            user, turn = await self._checkin_turn(session, who, turn_id)
+            if turn is None:
+                return [Reply.plain(EXPIRED)]
             zone = user.timezone or "UTC"
             earlier = await store.progress_for_turn(session=session, user_id=user.id or 0, turn_id=turn_id)
             if earlier is not None:  # a second tap (or a forged one) changes the entry, without another LLM call
@@ -444,14 +443,21 @@ class Checkins:
                                  buttons=buttons))
         return replies
 
+    async def _checkin_turn(self, session: Any, who: Who, turn_id: int) -> tuple[User, Turn | None]:
+        """The user, and the check-in message a button refers to (None unless it is this user's check-in)."""
+        user = await self._user(session, who)
+        turn = await repo.get_turn(session=session, turn_id=turn_id, user_id=user.id or 0)
+        if turn is None or turn.role != "coach" or turn.kind != "checkin":
+            return user, None
+        return user, turn
+
     async def snooze(self, who: Who, turn_id: int) -> list[Reply]:
         """Snooze 1 h on a check-in: the same question again in an hour (after quiet hours, if they fall there)."""
         now = self.clock()
         async with self.db.session() as session:
-            user = await self._user(session, who)
-            turn = await repo.get_turn(session=session, turn_id=turn_id, user_id=user.id or 0)
-            if turn is None or turn.role != "coach" or turn.kind != "checkin":
-                return [Reply.plain("This button has expired.")]
+            user, turn = await self._checkin_turn(session, who, turn_id)
+            if turn is None:
+                return [Reply.plain(EXPIRED)]
             prefs = await store.get_prefs(session=session, user_id=user.id or 0)
             zone = user.timezone or "UTC"
             due = now + SNOOZE
