@@ -29,6 +29,7 @@ from telegram.ext import (
 from bot import admin, handlers, render, texts
 from bot import checkins as checkin_bot
 from bot.metrics import Metrics
+from bot.request import AiohttpRequest
 from bot.sendlimit import SendLimiter
 from pipeline import prompts
 from pipeline.checkins import Checkins, CheckinScheduler
@@ -176,7 +177,7 @@ async def create_services(settings: Settings) -> Services:
         timeout_s=settings.gemini_timeout_s,
         attempts=settings.gemini_attempts,
         backoff_s=settings.gemini_backoff_s,
-        wrap=lambda client: metrics.instrument_genai(tracer.wrap_client(client)),
+        wrap=metrics.instrument_genai, tracer=tracer,
     )
     coach = Coach(db=db, llm=llm, tracer=tracer, history_turns=settings.history_turns,
                   max_clarify_rounds=settings.max_clarify_rounds, llm_calls_per_minute=settings.llm_calls_per_minute)
@@ -198,8 +199,8 @@ def build_application(settings: Settings) -> Application:
         .rate_limiter(SendLimiter(overall_max_rate=settings.telegram_rate_limit, overall_time_period=1,
                                      max_retries=3))
         .concurrent_updates(512)
-        .connection_pool_size(64)
-        .pool_timeout(30)
+        .request(AiohttpRequest(connection_pool_size=64, pool_timeout=30))
+        .get_updates_request(AiohttpRequest(connection_pool_size=1))
         .post_init(_post_init(settings))
         .post_shutdown(_post_shutdown)
         .build()

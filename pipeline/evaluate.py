@@ -84,7 +84,7 @@ def make_llm(settings: Settings, tracer: Tracer | None) -> LLM:
     return LLM(api_key=settings.gemini_api_key.get_secret_value(), model=settings.gemini_model,
                base_url=settings.gemini_base_url, timeout_s=settings.gemini_timeout_s,
                attempts=settings.gemini_attempts, backoff_s=settings.gemini_backoff_s,
-               wrap=tracer.wrap_client if tracer else None)
+               tracer=tracer)
 
 
 def _metrics() -> list[Any]:

@@ -7,16 +7,20 @@ import logging
 import random
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import aiohttp
 import httpx
 from google import genai
 from google.genai import errors, types
 from pydantic import BaseModel, ValidationError
+
+if TYPE_CHECKING:
+    from pipeline.tracing import Tracer
 
 logger = logging.getLogger(__name__)
 
@@ -70,13 +74,36 @@ def estimate_cost(prompt_tokens: int, output_tokens: int, prices: tuple[Decimal,
     return float(total / Decimal(1_000_000))
 
 
-def _record_usage(response: Any, model: str) -> None:
-    bucket = _USAGE.get()
+def _usage_of(response: Any, model: str) -> Usage:
     meta = getattr(response, "usage_metadata", None)
-    if bucket is None or meta is None:
-        return
+    if meta is None:
+        return Usage(model=model)
     output = (meta.candidates_token_count or 0) + (getattr(meta, "thoughts_token_count", None) or 0)
-    bucket.append(Usage(model=model, prompt_tokens=meta.prompt_token_count or 0, output_tokens=output))
+    return Usage(model=model, prompt_tokens=meta.prompt_token_count or 0, output_tokens=output)
+
+
+def _record_usage(usage: Usage) -> None:
+    bucket = _USAGE.get()
+    if bucket is not None:
+        bucket.append(usage)
+
+
+def _span_input(contents: list[types.Content], config: types.GenerateContentConfig) -> dict[str, Any]:
+    """What a traced call was asked, as plain strings: the system prompt, the messages, the settings."""
+    schema = config.response_schema
+    return {
+        "system": config.system_instruction,
+        "messages": [{"role": c.role, "text": "".join(p.text or "" for p in c.parts or [])} for c in contents],
+        "temperature": config.temperature,
+        "schema": getattr(schema, "__name__", None),
+    }
+
+
+def _answer_text(response: Any) -> str:
+    try:
+        return str(response.text or "")
+    except Exception:  # an answer without text parts
+        return ""
 
 
 _RETRY_DELAY = re.compile(r"retryDelay['\"]?:\s*['\"]?(\d+(?:\.\d+)?)s")
@@ -100,10 +127,12 @@ class LLM:
         attempts: int = 3,
         backoff_s: float = 1.0,
         wrap: Callable[[genai.Client], genai.Client] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         options = types.HttpOptions(base_url=base_url, timeout=int(timeout_s * 1000))
         client = genai.Client(api_key=api_key, http_options=options)
         self._client = wrap(client) if wrap else client
+        self._tracer = tracer if tracer is not None and tracer.enabled else None
         self.model = model
         self.timeout_s = timeout_s
         self.attempts = attempts
@@ -142,12 +171,21 @@ class LLM:
 
     async def _call(self, contents: list[types.Content], config: types.GenerateContentConfig) -> Any:
         delay = self.backoff_s
+        traced = _span_input(contents, config) if self._tracer else None
         for attempt in range(1, self.attempts + 1):
+            span: AbstractContextManager[Any] = (
+                self._tracer.llm_call(model=self.model, input=traced) if self._tracer and traced else nullcontext())
             try:
                 async with asyncio.timeout(self.timeout_s + 1):
-                    response = await self._client.aio.models.generate_content(
-                        model=self.model, contents=contents, config=config
-                    )
+                    with span as call:
+                        response = await self._client.aio.models.generate_content(
+                            model=self.model, contents=contents, config=config
+                        )
+                        usage = _usage_of(response, self.model)
+                        if call is not None:
+                            finish = response.candidates[0].finish_reason if response.candidates else None
+                            call.record(_answer_text(response), prompt_tokens=usage.prompt_tokens,
+                                        output_tokens=usage.output_tokens, finish_reason=str(finish or ""))
             except errors.APIError as exc:
                 retryable = exc.code == 429 or (exc.code or 0) >= 500
                 kind = "busy" if exc.code == 429 else "unavailable"
@@ -158,12 +196,12 @@ class LLM:
                 if attempt == self.attempts:
                     raise LLMError("timeout", f"no answer in {self.timeout_s:.0f} s") from exc
                 wait = delay
-            except (httpx.TransportError, OSError) as exc:
+            except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
                 if attempt == self.attempts:
                     raise LLMError("unavailable", type(exc).__name__) from exc
                 wait = delay
             else:
-                _record_usage(response, self.model)
+                _record_usage(usage)
                 return _check_candidates(response)
             logger.info("llm.retry attempt=%d wait_s=%.2f", attempt, wait)
             await asyncio.sleep(wait * (1 + random.random() * 0.1))

@@ -7,20 +7,16 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.llm import estimate_cost
 
 if TYPE_CHECKING:
-    from google import genai
-
     from pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-_LAST_RESPONSE: ContextVar[Any] = ContextVar("rein_last_genai_response")
 
 
 @dataclass
@@ -39,6 +35,26 @@ class TurnTrace:
         """Add metadata to the trace."""
         if self._data is not None:
             self._data.update(metadata=metadata)
+
+
+@dataclass
+class LLMCall:
+    """One Gemini call's span (a no-op when tracing is off); `record` adds what the model answered."""
+
+    _data: Any = field(default=None, repr=False)
+    _prices: tuple[Any, Any] = field(default=(0, 0), repr=False)
+
+    def record(self, text: str, *, prompt_tokens: int, output_tokens: int, finish_reason: str) -> None:
+        """The answer's text, its token usage and the estimated cost from the price table."""
+        if self._data is None:
+            return
+        self._data.update(
+            output={"text": text},
+            usage={"prompt_tokens": prompt_tokens, "completion_tokens": output_tokens,
+                   "total_tokens": prompt_tokens + output_tokens},
+            total_cost=estimate_cost(prompt_tokens, output_tokens, self._prices),
+            metadata={"finish_reason": finish_reason},
+        )
 
 
 @dataclass(frozen=True)
@@ -82,31 +98,31 @@ class Tracer:
         ) as data:
             yield TurnTrace(id=data.id, _data=data)
 
-    def wrap_client(self, client: genai.Client) -> genai.Client:
-        """Gemini calls become LLM spans with token usage and an estimated cost from the price table."""
+    @contextmanager
+    def llm_call(self, *, model: str, input: dict[str, Any]) -> Iterator[LLMCall]:
+        """An LLM span around one Gemini call, with the text, token usage and the estimated cost.
+
+        The span carries plain strings (system prompt, messages, answer) rather than google-genai's
+        request and response objects: Opik serialises every span several times in this process, and
+        nested SDK models cost it an order of magnitude more than the same text as a dict.
+        """
         if not self.enabled:
-            return client
-        from opik.integrations.genai import track_genai
+            yield LLMCall()
+            return
+        import opik
 
-        # track_genai hands its cost callback only the response's output fields, not its usage, so the
-        # raw call keeps the whole response in a context variable for the callback to price.
-        inner = client.aio.models.generate_content
-
-        async def remember(*args: Any, **kwargs: Any) -> Any:
-            response = await inner(*args, **kwargs)
-            _LAST_RESPONSE.set(response)
-            return response
-
-        client.aio.models.generate_content = remember  # type: ignore[method-assign]
-        return track_genai(client, project_name=self.project,
-                           cost_callback=lambda _output: self._cost(_LAST_RESPONSE.get(None)))
-
-    def _cost(self, response: Any) -> float | None:
-        usage = getattr(response, "usage_metadata", None)
-        if usage is None:
-            return None
-        output = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
-        return estimate_cost(usage.prompt_token_count or 0, output, self.prices)
+        failure: BaseException | None = None
+        with opik.start_as_current_span("gemini.generate_content", type="llm", input=input, model=model,
+                                        provider="google_ai", project_name=self.project) as data:
+            call = LLMCall(_data=data, _prices=self.prices)
+            try:
+                yield call
+            except BaseException as exc:  # recorded on the span, then raised again below
+                data.update(error_info={"exception_type": type(exc).__name__, "message": str(exc)[:500],
+                                        "traceback": ""})
+                failure = exc
+        if failure is not None:
+            raise failure
 
     def send_feedback(self, scores: list[Feedback], *, timeout_s: float = 5.0) -> bool:
         """Send scores straight to Opik's REST API (blocking; run it in a thread). True once Opik took them."""
@@ -188,6 +204,12 @@ def _export_environment(settings: Settings) -> None:
     os.environ.setdefault("OPIK_ANALYTICS_ENABLE", "false")
     # A turn lasts seconds: one message per trace and span at the end halves Opik's work per turn.
     os.environ.setdefault("OPIK_LOG_START_TRACE_SPAN", "false")
+    # Opik's sending runs on threads inside the bot's process and competes with turns for the GIL: one
+    # sender is plenty for batched traces, Rein's traces never embed files to extract, and the cheapest
+    # zlib level still shrinks JSON several times (docs/PERFORMANCE.md has the figures).
+    os.environ.setdefault("OPIK_BACKGROUND_WORKERS", "1")
+    os.environ.setdefault("OPIK_IS_ATTACHMENT_EXTRACTION_ACTIVE", "false")
+    os.environ.setdefault("OPIK_REQUEST_COMPRESSION_LEVEL", "1")
     if not settings.tracing_enabled:
         return
     os.environ["OPIK_PROJECT_NAME"] = settings.opik_project_name
