@@ -27,6 +27,9 @@ def main() -> int:
     from bot.logs import settings_secrets
 
     configure_logging(settings.log_level, settings_secrets(settings))
+    from bot.affinity import pin
+
+    pin(settings.cpu_affinity)  # before any thread starts, so every thread inherits it
     import asyncio
 
     from bot.webhook import serve

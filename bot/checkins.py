@@ -98,15 +98,6 @@ async def before_start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
             await handlers.send_replies(context, handlers.who(update).chat_id, replies)
 
 
-async def intercept_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A text answering a check-in question (zone, custom time, note) is handled here; others go on to the coach."""
-    message = update.effective_message
-    if message is None or not message.text:
-        return
-    text = message.text
-    await _intercept(update, context, lambda speaker: checkins(context).intercept(speaker, text))
-
-
 async def intercept_location(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A shared location while Rein asks for the time zone sets it; otherwise the usual note follows."""
     message = update.effective_message
@@ -163,8 +154,6 @@ def add_handlers(app: Application, private: filters.BaseFilter) -> None:
     app.add_handler(CallbackQueryHandler(button, pattern=PATTERN))
     # Group -1 runs first (after the allow-list check): what is not a check-in answer falls through.
     app.add_handler(CommandHandler("start", before_start, filters=private), group=-1)
-    app.add_handler(MessageHandler(private & filters.TEXT & ~filters.COMMAND & ~filters.UpdateType.EDITED,
-                                   intercept_text), group=-1)
     app.add_handler(MessageHandler(private & filters.LOCATION & ~filters.UpdateType.EDITED, intercept_location),
                     group=-1)
 

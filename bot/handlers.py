@@ -183,7 +183,17 @@ async def text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Any text: answered by the coach according to the user's stage."""
     assert update.effective_message is not None
     message_text = update.effective_message.text or ""
-    await run_turn(update, context, lambda svc, w: svc.coach.on_text(w, message_text), compact=True)
+
+    async def answer(svc: Services, speaker: Who) -> list[Reply]:
+        # An answer to what a check-in asked (time zone, a custom time, a note) is taken there; one lock
+        # hold and one query decide it before the coach gets the text.
+        if svc.checkins is not None:
+            taken = await svc.checkins.intercept(speaker, message_text)
+            if taken is not None:
+                return taken
+        return await svc.coach.on_text(speaker, message_text)
+
+    await run_turn(update, context, answer, compact=True)
 
 
 async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

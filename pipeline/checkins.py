@@ -255,12 +255,10 @@ class Checkins:
     async def location(self, who: Who, latitude: float, longitude: float) -> list[Reply] | None:
         """A shared location: sets the zone while Rein is asking for one; None otherwise."""
         async with self.db.session() as session:
-            user = await repo.get_user(session=session, telegram_id=who.telegram_id)
-            if user is None:
+            found = await store.awaiting_prefs(session=session, telegram_id=who.telegram_id)
+            if found is None or not self._awaiting(found[1], "timezone"):
                 return None
-            prefs = await store.find_prefs(session=session, user_id=user.id or 0)
-            if prefs is None or not self._awaiting(prefs, "timezone"):
-                return None
+            user, prefs = found
             zone = from_location(latitude, longitude)
             if zone is None:
                 return [Reply.plain("I couldn't tell the time zone of that place. Send your city instead.")]
@@ -269,13 +267,12 @@ class Checkins:
     async def intercept(self, who: Who, text: str) -> list[Reply] | None:
         """A text that answers what Rein asked (zone, custom time, a note); None lets the coach have it."""
         async with self.db.session() as session:
-            user = await repo.get_user(session=session, telegram_id=who.telegram_id)
-            if user is None:
+            found = await store.awaiting_prefs(session=session, telegram_id=who.telegram_id)
+            if found is None:
                 return None
-            prefs = await store.find_prefs(session=session, user_id=user.id or 0)
-            if prefs is None or prefs.awaiting is None:
-                return None
+            user, prefs = found
             awaiting = prefs.awaiting
+            assert awaiting is not None
             if not self._awaiting(prefs, awaiting):
                 prefs.awaiting = None
                 session.add(prefs)

@@ -8,6 +8,7 @@ is stored before the LLM is asked, so a failure loses nothing and a "Try again" 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -98,6 +99,20 @@ class ClosedThread:
 
 
 @dataclass(frozen=True)
+class CoachingInputs:
+    """What a coaching prompt is built from, read in one session."""
+
+    user: User
+    goal: Goal
+    plan: Plan | None
+    resolution: Resolution | None
+    stones: list[Milestone]
+    progress: list[ProgressEntry]
+    history: list[Turn]
+    backlog: bool  # more unsummarised turns than the window: compact after the reply
+
+
+@dataclass(frozen=True)
 class Who:
     """Who is speaking: the Telegram user, their private chat and their client language."""
 
@@ -174,10 +189,12 @@ class Coach:
                 await self._record_answer(session, user, text)
             elif user.stage == Stage.ADJUSTING:
                 user.stage = Stage.PLAN_REVIEW
+            # A coaching turn reads what its prompt needs here, in the session that stores the message.
+            inputs = await self._coaching_inputs(session, user) if kind == "coaching" else None
             session.add(user)
             turn = await repo.add_turn(session=session, user=user, role="user", kind=kind, text=text)
         assert turn.id is not None
-        return await self._advance(who, turn.id, loaded=(user, turn))
+        return await self._advance(who, turn.id, loaded=(user, turn), inputs=inputs)
 
     async def retry(self, who: Who, turn_id: int) -> list[Reply]:
         """The "Try again" button: finish an unanswered turn, if it is still the newest."""
@@ -487,8 +504,10 @@ class Coach:
 
     # ----- the steps ---------------------------------------------------------------------------
 
-    async def _advance(self, who: Who, turn_id: int, *, loaded: tuple[User, Turn] | None = None) -> list[Reply]:
-        """Answer a stored user turn (`loaded`: the user and turn, when the caller just wrote them)."""
+    async def _advance(self, who: Who, turn_id: int, *, loaded: tuple[User, Turn] | None = None,
+                       inputs: CoachingInputs | None = None) -> list[Reply]:
+        """Answer a stored user turn (`loaded`: the user and turn, when the caller just wrote them;
+        `inputs`: what a coaching turn's prompt needs, when the caller read it already)."""
         if loaded is None:
             async with self.db.session() as session:
                 user = await self._user(session, who)
@@ -497,7 +516,7 @@ class Coach:
             loaded = (user, found)
         user, turn = loaded
         step = {"goal": self._clarify_step, "answer": self._clarify_step, "adjust": self._make_plan_step,
-                "coaching": self._coaching_step}[turn.kind]
+                "coaching": functools.partial(self._coaching_step, inputs=inputs)}[turn.kind]
         return await self._guarded(who, turn.kind, {"message": turn.text}, step, turn=turn,
                                    retry=Button("Try again", "retry", turn_id), user=user)
 
@@ -629,23 +648,22 @@ class Coach:
         replies.append(reply)
         return replies
 
-    async def _coaching_step(self, who: Who, trace: TurnTrace, turn: Turn | None) -> list[Reply]:
+    async def _coaching_step(self, who: Who, trace: TurnTrace, turn: Turn | None, *,
+                             inputs: CoachingInputs | None = None) -> list[Reply]:
         assert turn is not None
-        async with self.db.session() as session:
-            user = _TURN_USER.get() or await self._user(session, who)
-            assert user.id is not None
-            goal, plan, resolution = await repo.goal_context(session=session, goal_id=user.active_goal_id or 0,
-                                                             user_id=user.id)
-            if goal is None:
-                raise LLMError("internal", "no active goal")
-            stones = await repo.milestones(session=session, plan_id=plan.id or 0) if plan else []
-            progress = await checkin_store.recent_progress(session=session, user_id=user.id, limit=PROGRESS_IN_PROMPT)
-            # One read serves the prompt and the backlog check: more than 2N unsummarised turns → compact.
-            window = await repo.recent_turns(session=session, user_id=user.id, limit=2 * self.history_turns + 1)
-            if len(window) > 2 * self.history_turns and (window[0].id or 0) > user.summary_upto_turn_id:
-                self._compact_due.add(who.telegram_id)
-            history = window[-self.history_turns:]
-            summary = user.summary
+        if inputs is None:  # a retry: nothing was read for it yet
+            async with self.db.session() as session:
+                inputs = await self._coaching_inputs(session, _TURN_USER.get() or await self._user(session, who))
+        if inputs is None:
+            raise LLMError("internal", "no active goal")
+        user = inputs.user
+        if inputs.backlog:
+            self._compact_due.add(who.telegram_id)
+        goal, plan, resolution, stones, progress = (inputs.goal, inputs.plan, inputs.resolution, inputs.stones,
+                                                    inputs.progress)
+        history, summary = inputs.history, user.summary
+        if not history or (history[-1].id or 0) < (turn.id or 0):  # read before the message was stored
+            history = [*history, turn][-self.history_turns:]
         context = coaching_context(goal, resolution, plan, stones, summary, progress)
         contents = history_contents(history, upto=turn)
         text = await self.llm.text(system=prompts.COACH.text + "\n\n" + context, contents=contents)
@@ -660,6 +678,22 @@ class Coach:
         return [reply]
 
     # ----- helpers -----------------------------------------------------------------------------
+
+    async def _coaching_inputs(self, session: Any, user: User) -> CoachingInputs | None:
+        """Goal, plan, resolution, milestones, recent check-ins and history for a coaching prompt: four
+        indexed queries whatever the number of users or turns; None when the user has no active goal."""
+        assert user.id is not None
+        goal, plan, resolution = await repo.goal_context(session=session, goal_id=user.active_goal_id or 0,
+                                                         user_id=user.id)
+        if goal is None:
+            return None
+        stones = await repo.milestones(session=session, plan_id=plan.id or 0) if plan else []
+        progress = await checkin_store.recent_progress(session=session, user_id=user.id, limit=PROGRESS_IN_PROMPT)
+        # One read serves the prompt and the backlog check: more than 2N unsummarised turns → compact.
+        window = await repo.recent_turns(session=session, user_id=user.id, limit=2 * self.history_turns + 1)
+        backlog = len(window) > 2 * self.history_turns and (window[0].id or 0) > user.summary_upto_turn_id
+        return CoachingInputs(user=user, goal=goal, plan=plan, resolution=resolution, stones=stones,
+                              progress=progress, history=window[-self.history_turns:], backlog=backlog)
 
     async def _user(self, session: Any, who: Who) -> User:
         user = await repo.get_or_create_user(session=session, telegram_id=who.telegram_id, chat_id=who.chat_id,

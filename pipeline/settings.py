@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     opik_flush_timeout_s: float = Field(10.0, ge=0)
     rating_sync_interval_s: float = Field(60.0, gt=0)
     typing_delay_s: float = Field(0.3, ge=0, description="Show typing only when an answer takes longer")
+    cpu_affinity: str = Field("auto", pattern=r"^(auto|off|\d+(,\d+)*)$",
+                              description="auto: one CPU per process; off; or CPU numbers like 0,1")
     judge_enabled: bool = True
     judge_sample_rate: float = Field(0.2, ge=0, le=1, description="Share of coaching replies the judge scores")
     session_quiet_minutes: float = Field(30.0, gt=0, description="Quiet time after which a session is scored")

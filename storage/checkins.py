@@ -28,6 +28,17 @@ async def find_prefs(*, session: AsyncSession, user_id: int) -> CheckinPrefs | N
     return (await session.scalars(select(CheckinPrefs).where(col(CheckinPrefs.user_id) == user_id))).first()
 
 
+async def awaiting_prefs(*, session: AsyncSession, telegram_id: int) -> tuple[User, CheckinPrefs] | None:
+    """The user and their preferences while Rein waits for an answer from them; None (the usual case,
+    on every text a user sends) without loading anything: one query on two unique indexes."""
+    row = (await session.execute(
+        select(User, CheckinPrefs)
+        .join(CheckinPrefs, col(CheckinPrefs.user_id) == col(User.id))
+        .where(col(User.telegram_id) == telegram_id, col(CheckinPrefs.awaiting).is_not(None))
+    )).first()
+    return None if row is None else (row[0], row[1])
+
+
 async def get_schedule(*, session: AsyncSession, user_id: int, kind: str) -> CheckinSchedule | None:
     """The user's schedule of one kind (checkin | review | snooze)."""
     result = await session.scalars(

@@ -87,3 +87,45 @@ def test_pipeline_and_storage_never_import_telegram() -> None:
         if any(line.strip().startswith(("import telegram", "from telegram")) for line in path.read_text().splitlines())
     ]
     assert offenders == []
+
+
+def _affinity_after(choice: str) -> tuple[str, list[int], list[int]]:
+    """In a fresh process: what `pin(choice)` returned, and the CPUs of its main and of a later thread."""
+    code = (
+        "import os, threading, json\n"
+        "from bot.affinity import pin\n"
+        f"got = pin({choice!r})\n"
+        "seen = []\n"
+        "t = threading.Thread(target=lambda: seen.extend(sorted(os.sched_getaffinity(0)))); t.start(); t.join()\n"
+        "print(json.dumps([sorted(got) if got else None, sorted(os.sched_getaffinity(0)), seen]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    import json
+
+    got, main, thread = json.loads(result.stdout)
+    return got, main, thread
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_cpu_affinity_auto_keeps_the_process_and_its_later_threads_on_one_cpu() -> None:
+    """CPU_AFFINITY=auto pins the process to one of its CPUs (when it has several); threads inherit it."""
+    allowed = sorted(os.sched_getaffinity(0))
+    got, main, thread = _affinity_after("auto")
+    if len(allowed) < 2:
+        assert got is None and main == allowed
+        return
+    assert got is not None and len(got) == 1 and got[0] in allowed
+    assert main == got and thread == got
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_cpu_affinity_off_or_unavailable_cpus_change_nothing() -> None:
+    """`off` leaves the affinity alone, and so does a list naming only CPUs the process may not use."""
+    allowed = sorted(os.sched_getaffinity(0))
+    assert _affinity_after("off") == (None, allowed, allowed)
+    assert _affinity_after("4096") == (None, allowed, allowed)
+    with pytest.raises(ValidationError):
+        Settings(telegram_bot_token="123:abcdefghijklmnopqrstuvwxyz", gemini_api_key="k",  # type: ignore[arg-type]
+                 cpu_affinity="half")
