@@ -21,7 +21,7 @@ import httpx
 from sqlalchemy import create_engine, insert, text
 from sqlmodel import SQLModel
 
-from benchmarks.loopback import BotProcess, Servers, bot_env, servers
+from benchmarks.loopback import BotProcess, Servers, bot_env, isolated, servers
 from storage.db import sync_url, upgrade
 from storage.models import Stage
 
@@ -184,10 +184,11 @@ def b1(srv: Servers, url: str, db: str) -> tuple[list[dict[str, Any]], float]:
 
 def b2(srv: Servers, url: str, db: str) -> list[dict[str, Any]]:
     """Gemini answers at once: turns/s and bot CPU ms per turn, tracing on and off, and (for the record)
-    with the process free to move between CPUs (CPU_AFFINITY=off) instead of kept on one."""
+    with the process free to move between CPUs (CPU_AFFINITY=off) or on the standard event loop."""
     figures = {}
-    for label, tracing, affinity in (("off", False, "auto"), ("on", True, "auto"), ("unpinned", False, "off")):
-        extra = {"TELEGRAM_RATE_LIMIT": "1000", "CPU_AFFINITY": affinity}
+    for label, tracing, affinity, loop in (("off", False, "auto", "uvloop"), ("on", True, "auto", "uvloop"),
+                                           ("unpinned", False, "off", "uvloop"), ("asyncio", False, "auto", "asyncio")):
+        extra = {"TELEGRAM_RATE_LIMIT": "1000", "CPU_AFFINITY": affinity, "EVENT_LOOP": loop}
         if tracing:
             extra.update(OPIK_URL_OVERRIDE=srv.opik, OPIK_PROJECT_NAME="rein-bench")
         bot = BotProcess(bot_env(srv, url, **extra))
@@ -200,7 +201,8 @@ def b2(srv: Servers, url: str, db: str) -> list[dict[str, Any]]:
             figures[label] = (result["delivered"] / result["wall_s"], used * 1000 / result["delivered"])
         finally:
             bot.stop()
-    (tps_off, cpu_off), (tps_on, cpu_on), (tps_free, cpu_free) = figures["off"], figures["on"], figures["unpinned"]
+    (tps_off, cpu_off), (tps_on, cpu_on) = figures["off"], figures["on"]
+    (tps_free, cpu_free), (tps_std, cpu_std) = figures["unpinned"], figures["asyncio"]
     overhead = cpu_on / cpu_off - 1
     return [
         row(f"B2 {db}: turns/s (tracing off / on)", f"{tps_off:.0f} / {tps_on:.0f}", "—", True),
@@ -209,6 +211,8 @@ def b2(srv: Servers, url: str, db: str) -> list[dict[str, Any]]:
         row(f"B2 {db}: tracing overhead (CPU)", f"{overhead:+.0%}", "≤ +10 %", overhead <= 0.10),
         row(f"B2 {db}: tracing off, CPU_AFFINITY=off (turns/s, CPU per turn)",
             f"{tps_free:.0f}/s, {cpu_free:.1f} ms = {cpu_free / cpu_off:.2f} × pinned", "(measured)", True),
+        row(f"B2 {db}: tracing off, EVENT_LOOP=asyncio (turns/s, CPU per turn)",
+            f"{tps_std:.0f}/s, {cpu_std:.1f} ms = {cpu_std / cpu_off:.2f} × uvloop", "(measured)", True),
     ]
 
 
@@ -267,7 +271,8 @@ def run_on(kind: str) -> list[dict[str, Any]]:
 def run() -> list[dict[str, Any]]:
     """B1–B4 on SQLite and PostgreSQL."""
     kinds = os.environ.get("REIN_BENCH_DATABASES", "sqlite,postgres").split(",")
-    return [r for kind in kinds for r in run_on(kind.strip())]
+    with isolated():
+        return [r for kind in kinds for r in run_on(kind.strip())]
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -30,12 +32,27 @@ def main() -> int:
     from bot.affinity import pin
 
     pin(settings.cpu_affinity)  # before any thread starts, so every thread inherits it
-    import asyncio
-
     from bot.webhook import serve
 
-    asyncio.run(serve(settings))  # webhook mode when TELEGRAM_WEBHOOK_URL is set, long polling otherwise
+    # Webhook mode when TELEGRAM_WEBHOOK_URL is set, long polling otherwise.
+    run_loop(serve(settings), settings.event_loop)
     return 0
+
+
+def run_loop(main: Coroutine[Any, Any, None], kind: str) -> None:
+    """Run the bot's coroutine on uvloop (the default: the event loop's own work is a good share of a
+    turn, docs/PERFORMANCE.md) or on the standard library's loop (EVENT_LOOP=asyncio)."""
+    if kind == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # a platform without uvloop: the standard loop does the same, a little slower
+            logging.getLogger(__name__).warning("loop.uvloop_missing fallback=asyncio")
+        else:
+            uvloop.run(main)
+            return
+    import asyncio
+
+    asyncio.run(main)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import re
 from collections.abc import Callable, Iterator
@@ -129,7 +130,11 @@ class LLM:
         wrap: Callable[[genai.Client], genai.Client] | None = None,
         tracer: Tracer | None = None,
     ) -> None:
-        options = types.HttpOptions(base_url=base_url, timeout=int(timeout_s * 1000))
+        # Rein's own aiohttp session for Gemini (created in the running loop, closed by `aclose`): the SDK's
+        # default one reads proxy variables and ~/.netrc in a worker thread on every request. Proxies set in
+        # the environment when Rein starts are still honoured.
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=_proxied())
+        options = types.HttpOptions(base_url=base_url, timeout=int(timeout_s * 1000), aiohttp_client=self._session)
         client = genai.Client(api_key=api_key, http_options=options)
         self._client = wrap(client) if wrap else client
         self._tracer = tracer if tracer is not None and tracer.enabled else None
@@ -212,8 +217,15 @@ class LLM:
         """Release the client's connections."""
         try:
             await self._client.aio.aclose()
+            await self._session.close()
         except Exception:  # the client may already be closed
             logger.debug("llm.close_failed", exc_info=True)
+
+
+def _proxied() -> bool:
+    """Whether the environment names an HTTP proxy (then aiohttp must read it, as the SDK's session would)."""
+    return any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
+                                                  "ALL_PROXY", "all_proxy"))
 
 
 def _check_candidates(response: Any) -> Any:

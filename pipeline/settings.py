@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     opik_flush_timeout_s: float = Field(10.0, ge=0)
     rating_sync_interval_s: float = Field(60.0, gt=0)
     typing_delay_s: float = Field(0.3, ge=0, description="Show typing only when an answer takes longer")
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     cpu_affinity: str = Field("auto", pattern=r"^(auto|off|\d+(,\d+)*)$",
                               description="auto: one CPU per process; off; or CPU numbers like 0,1")
     judge_enabled: bool = True

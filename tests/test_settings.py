@@ -129,3 +129,20 @@ def test_cpu_affinity_off_or_unavailable_cpus_change_nothing() -> None:
     with pytest.raises(ValidationError):
         Settings(telegram_bot_token="123:abcdefghijklmnopqrstuvwxyz", gemini_api_key="k",  # type: ignore[arg-type]
                  cpu_affinity="half")
+
+
+@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+def test_event_loop_setting_picks_the_loop_the_bot_runs_on(kind: str) -> None:
+    """EVENT_LOOP=uvloop runs the bot's coroutine on uvloop; EVENT_LOOP=asyncio on the standard loop."""
+    import asyncio
+
+    from bot.__main__ import run_loop
+
+    seen: list[str] = []
+
+    async def probe() -> None:
+        seen.append(type(asyncio.get_running_loop()).__module__)
+
+    run_loop(probe(), kind)
+    assert len(seen) == 1
+    assert seen[0].startswith("uvloop") if kind == "uvloop" else seen[0].startswith("asyncio")
