@@ -104,9 +104,9 @@ async def burst(bot_api: str, users: list[int], per_user: int, timeout: float = 
     async with httpx.AsyncClient(base_url=bot_api, timeout=60) as client:
         base = (await client.get("/_fake/sent")).json()["total"]
         started = time.time()
-        for n in range(per_user):
-            await asyncio.gather(*(client.post("/_fake/user_sends", json={
-                "user_id": telegram_id(u), "text": f"u{u} message {n}"}) for u in users))
+        for n in range(per_user):  # every user's n-th message queued at one moment
+            await client.post("/_fake/users_send", json={"messages": [
+                {"user_id": telegram_id(u), "text": f"u{u} message {n}"} for u in users]})
         expected = len(users) * per_user
         sent: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout

@@ -987,6 +987,18 @@ async def test_opik_stub_decodes_gzip_batches_and_patches() -> None:
     assert stub.spans == [{"id": "s1", "trace_id": "t1"}]
 
 
+async def test_users_send_queues_many_users_messages_at_one_moment(fake: FakeBotAPI) -> None:
+    """POST /_fake/users_send queues every listed message as one update each, in the order given."""
+    async with httpx.AsyncClient(base_url=fake.url) as client:
+        response = await client.post("/_fake/users_send", json={"messages": [
+            {"user_id": ANN, "text": "one"}, {"user_id": BOB, "text": "two"}]})
+        assert response.status_code == 200
+    async with Bot(TOKEN, base_url=fake.base_url) as bot:
+        updates = await bot.get_updates(timeout=0)
+    assert [(u.effective_user.id, u.message.text) for u in updates if u.message and u.effective_user] == [
+        (ANN, "one"), (BOB, "two")]
+
+
 # --------------------------------------------------------------------------------------------------
 # All three as processes
 

@@ -2106,8 +2106,9 @@ class FakeBotAPI:
     async def _handle_control(self, request: web.Request) -> web.StreamResponse:
         """Drive the fake over HTTP (for a fake running in another process).
 
-        POST /_fake/user_sends {"user_id", "text", ...}, /_fake/user_presses {"user_id", "message_id",
-        "data"}, /_fake/add_update {...}, /_fake/block|unblock {"user_id"}, /_fake/fail_next {...},
+        POST /_fake/user_sends {"user_id", "text", ...}, /_fake/users_send {"messages": [...]},
+        /_fake/user_presses {"user_id", "message_id", "data"}, /_fake/add_update {...},
+        /_fake/block|unblock {"user_id"}, /_fake/fail_next {...},
         /_fake/drop_next {...}, /_fake/flood {"per_chat", "total"}, /_fake/clear;
         GET /_fake/messages?chat_id=N, /_fake/stats.
         """
@@ -2115,6 +2116,8 @@ class FakeBotAPI:
         body: dict[str, Any] = await request.json() if request.can_read_body else {}
         if action == "user_sends":
             return web.json_response(self.user_sends(**body))
+        if action == "users_send":  # many users' messages queued at one moment (the benchmarks' bursts)
+            return web.json_response([self.user_sends(**message) for message in body["messages"]])
         if action == "user_sends_message":
             return web.json_response(self.user_sends_message(**body))
         if action == "user_presses":
