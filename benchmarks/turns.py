@@ -27,6 +27,13 @@ from storage.models import Stage
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 SEED_BATCH = 5000
+# B2's runs: (label, tracing, CPU_AFFINITY, EVENT_LOOP); each runs B2_ROUNDS times, interleaved, and the
+# table has the means.
+B2_CONFIGS = (("off", False, "auto", "uvloop"), ("on", True, "auto", "uvloop"),
+              ("unpinned", False, "off", "uvloop"), ("asyncio", False, "auto", "asyncio"))
+B2_ROUNDS = 2
+B2_FIRST_USER = 221  # B1 uses users 1–220; B2 takes 120 fresh ones per run
+SEEDED = B2_FIRST_USER - 1 + len(B2_CONFIGS) * B2_ROUNDS * 120  # users seeded for B1 and B2
 TABLES = SQLModel.metadata.tables
 
 
@@ -188,23 +195,27 @@ def b1(srv: Servers, url: str, db: str) -> tuple[list[dict[str, Any]], float]:
 
 def b2(srv: Servers, url: str, db: str) -> list[dict[str, Any]]:
     """Gemini answers at once: turns/s and bot CPU ms per turn, tracing on and off, and (for the record)
-    with the process free to move between CPUs (CPU_AFFINITY=off) or on the standard event loop."""
-    figures = {}
-    for label, tracing, affinity, loop in (("off", False, "auto", "uvloop"), ("on", True, "auto", "uvloop"),
-                                           ("unpinned", False, "off", "uvloop"), ("asyncio", False, "auto", "asyncio")):
+    with the process free to move between CPUs (CPU_AFFINITY=off) or on the standard event loop. Means of
+    `B2_ROUNDS` interleaved runs."""
+    runs: dict[str, list[tuple[float, float]]] = {}
+    for n, (label, tracing, affinity, loop) in enumerate(B2_CONFIGS * B2_ROUNDS):  # interleaved: drift hits all
+        first = B2_FIRST_USER + n * 120  # fresh users each run: no history summaries mid-measurement
         extra = {"TELEGRAM_RATE_LIMIT": "1000", "CPU_AFFINITY": affinity, "EVENT_LOOP": loop}
         if tracing:
             extra.update(OPIK_URL_OVERRIDE=srv.opik, OPIK_PROJECT_NAME="rein-bench")
         bot = BotProcess(bot_env(srv, url, **extra))
         bot.start(srv.bot_api)
         try:
-            asyncio.run(burst(srv.bot_api, list(range(221, 241)), 2))  # warm-up
+            asyncio.run(burst(srv.bot_api, list(range(first, first + 20)), 2))  # warm-up
             cpu = bot.cpu_s()
-            result = asyncio.run(burst(srv.bot_api, list(range(241, 341)), 4))
+            result = asyncio.run(burst(srv.bot_api, list(range(first + 20, first + 120)), 4))
             used = bot.cpu_s() - cpu
-            figures[label] = (result["delivered"] / result["wall_s"], used * 1000 / result["delivered"])
+            runs.setdefault(label, []).append((result["delivered"] / result["wall_s"],
+                                               used * 1000 / result["delivered"]))
         finally:
             bot.stop()
+    figures = {label: (statistics.mean(r[0] for r in done), statistics.mean(r[1] for r in done))
+               for label, done in runs.items()}
     (tps_off, cpu_off), (tps_on, cpu_on) = figures["off"], figures["on"]
     (tps_free, cpu_free), (tps_std, cpu_std) = figures["unpinned"], figures["asyncio"]
     overhead = cpu_on / cpu_off - 1
@@ -240,7 +251,7 @@ def b3_b4(srv: Servers, url: str, db: str, one_user_cost: float, rss_after_b1: f
     """The same turn with 10,000 and 100,000 users stored and for a user with 10,000 past turns, against
     the cost with one user stored; memory idle with 100,000 users."""
     rows = []
-    stored = 400  # users seeded for B1/B2
+    stored = SEEDED
     idle_rss = 0.0
     costs: dict[str, float] = {}
     for total in (10_000, 100_000):
@@ -265,7 +276,7 @@ def run_on(kind: str) -> list[dict[str, Any]]:
     with database(kind) as url, servers() as srv:
         seed(url, start=1, count=1)
         one_user_cost, _, _ = cost_per_turn(srv, url, 1)
-        seed(url, start=2, count=399)
+        seed(url, start=2, count=SEEDED - 1)
         rows, rss = b1(srv, url, kind)
         rows += b2(srv, url, kind)
         rows += b3_b4(srv, url, kind, one_user_cost, rss)
