@@ -40,12 +40,12 @@ def main() -> int:
 
 
 def run_loop(main: Coroutine[Any, Any, None], kind: str) -> None:
-    """Run the bot's coroutine on uvloop (the default: the event loop's own work is a good share of a
-    turn, docs/PERFORMANCE.md) or on the standard library's loop (EVENT_LOOP=asyncio)."""
+    """Run the bot's coroutine on uvloop (the default) or on the standard library's loop (EVENT_LOOP=asyncio;
+    docs/PERFORMANCE.md compares the two)."""
     if kind == "uvloop":
         try:
             import uvloop
-        except ImportError:  # a platform without uvloop: the standard loop does the same, a little slower
+        except ImportError:  # a platform without uvloop: the standard loop does the same
             logging.getLogger(__name__).warning("loop.uvloop_missing fallback=asyncio")
         else:
             uvloop.run(main)

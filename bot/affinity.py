@@ -1,6 +1,7 @@
 """Keep Rein's process on one CPU: its threads share one GIL, and handing it between cores costs more
-than the second core gives (docs/PERFORMANCE.md: 20–35 % less CPU per turn on SQLite, where every query
-hops to aiosqlite's thread and back). Several replicas on one host each take a different CPU."""
+than the second core gives (docs/PERFORMANCE.md: 15–20 % less CPU per turn; every SQLite query hops to
+aiosqlite's thread and back, and Opik's sender runs beside the loop). Several replicas on one host each
+take a different CPU."""
 
 from __future__ import annotations
 
