@@ -189,8 +189,10 @@ class Coach:
                 await self._record_answer(session, user, text)
             elif user.stage == Stage.ADJUSTING:
                 user.stage = Stage.PLAN_REVIEW
-            # A coaching turn reads what its prompt needs here, in the session that stores the message.
-            inputs = await self._coaching_inputs(session, user) if kind == "coaching" else None
+            # A coaching turn reads what its prompt needs here, in the session that stores the message (not
+            # for a user over the per-user LLM cap: that turn gets no LLM call).
+            capped = self.limiter is not None and self.limiter.full(who.telegram_id)
+            inputs = await self._coaching_inputs(session, user) if kind == "coaching" and not capped else None
             session.add(user)
             turn = await repo.add_turn(session=session, user=user, role="user", kind=kind, text=text)
         assert turn.id is not None

@@ -57,3 +57,23 @@ async def test_a_coaching_turn_runs_the_same_short_list_of_statements_every_time
     assert late == early, f"{early} then {late}"
     assert len(early) <= 12, early
     assert sum(s.startswith("SELECT") for s in early) <= 6, early
+
+
+async def test_a_turn_over_the_llm_cap_stores_the_message_without_reading_prompt_inputs(
+        bot_api: FakeBotAPI, gemini: FakeGemini, sqlite_url: str) -> None:
+    """Past LLM_CALLS_PER_MINUTE a message is still stored, but the goal, plan and history are not read."""
+    app = await start_bot(make_settings(bot_api, gemini, sqlite_url, llm_calls_per_minute=3))
+    h = Harness(app, bot_api, gemini)
+    try:
+        await to_coaching(h, ANN)
+        statements: list[str] = []
+        for n in range(4):
+            statements = await _turn_statements(h, f"message {n}")
+            if "faster than I can coach" in bot_api.messages(ANN)[-1].text:
+                break
+        else:
+            pytest.fail("the per-user cap never answered")
+        assert "INSERT turns" in statements, statements
+        assert not any("goals" in s or "milestones" in s for s in statements), statements
+    finally:
+        await stop_bot(app)
