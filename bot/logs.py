@@ -5,7 +5,7 @@ A line looks like::
     2026-11-28T08:00:00+0000 INFO pipeline.coach coach.llm_failed kind=busy user=3f2a… trace=0196…
 
 Secrets (the bot token, the Gemini and Opik keys) are kept out of logs first by never logging them
-(httpx, whose request lines carry the Bot API URL with the token, stays at WARNING) and second by
+(the HTTP clients, whose request lines may carry the Bot API URL with the token, stay at WARNING) and second by
 `RedactingFilter`, which replaces them in every record that reaches Rein's handler, tracebacks included.
 """
 
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from pipeline.settings import Settings
 
 REDACTED = "[redacted]"
-NOISY = ("httpx", "httpcore", "apscheduler", "opik", "google_genai", "aiosqlite", "asyncio", "alembic.runtime.plugins")
+NOISY = ("httpx", "httpcore", "aiohttp", "apscheduler", "opik", "google_genai", "aiosqlite", "asyncio",
+         "alembic.runtime.plugins")
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s user=%(user)s trace=%(trace)s"
 
 
