@@ -217,9 +217,10 @@ class LLM:
         """Release the client's connections."""
         try:
             await self._client.aio.aclose()
-            await self._session.close()
         except Exception:  # the client may already be closed
             logger.debug("llm.close_failed", exc_info=True)
+        finally:
+            await self._session.close()
 
 
 def _proxied() -> bool:
