@@ -661,12 +661,11 @@ class Coach:
         user = inputs.user
         if inputs.backlog:
             self._compact_due.add(who.telegram_id)
-        goal, plan, resolution, stones, progress = (inputs.goal, inputs.plan, inputs.resolution, inputs.stones,
-                                                    inputs.progress)
-        history, summary = inputs.history, user.summary
+        history = inputs.history
         if not history or (history[-1].id or 0) < (turn.id or 0):  # read before the message was stored
             history = [*history, turn][-self.history_turns:]
-        context = coaching_context(goal, resolution, plan, stones, summary, progress)
+        context = coaching_context(inputs.goal, inputs.resolution, inputs.plan, inputs.stones, user.summary,
+                                   inputs.progress)
         contents = history_contents(history, upto=turn)
         text = await self.llm.text(system=prompts.COACH.text + "\n\n" + context, contents=contents)
         text = self.guard.check(text, user=user.opaque_id)

@@ -176,10 +176,11 @@ class LLM:
 
     async def _call(self, contents: list[types.Content], config: types.GenerateContentConfig) -> Any:
         delay = self.backoff_s
-        traced = _span_input(contents, config) if self._tracer else None
+        tracer = self._tracer
+        traced = _span_input(contents, config) if tracer else {}
         for attempt in range(1, self.attempts + 1):
             span: AbstractContextManager[Any] = (
-                self._tracer.llm_call(model=self.model, input=traced) if self._tracer and traced else nullcontext())
+                tracer.llm_call(model=self.model, input=traced) if tracer else nullcontext())
             try:
                 async with asyncio.timeout(self.timeout_s + 1):
                     with span as call:
