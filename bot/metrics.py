@@ -13,6 +13,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from pipeline.llm import Request
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _TURN_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
 _LLM_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
@@ -86,14 +88,13 @@ class Metrics:
 
         return counted
 
-    def instrument_genai(self, client: Any) -> Any:
-        """Time every Gemini request of a google-genai client and count failures by type."""
-        inner = client.aio.models.generate_content
+    def instrument_genai(self, request: Request) -> Request:
+        """Time every Gemini request (the LLM adapter's one request function) and count failures by type."""
 
-        async def timed(*args: Any, **kwargs: Any) -> Any:
+        async def timed(contents: list[Any], config: Any) -> Any:
             started = time.perf_counter()
             try:
-                response = await inner(*args, **kwargs)
+                response = await request(contents, config)
             except BaseException as exc:
                 self.llm_requests.labels("error").inc()
                 self.llm_errors.labels(_error_name(exc)).inc()
@@ -103,8 +104,7 @@ class Metrics:
             self.llm_requests.labels("ok").inc()
             return response
 
-        client.aio.models.generate_content = timed
-        return client
+        return timed
 
 
 def _error_name(exc: BaseException) -> str:

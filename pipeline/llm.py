@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -17,7 +18,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 import httpx
 from google import genai
+from google.genai import _transformers as genai_transformers
 from google.genai import errors, types
+from google.genai import models as genai_models
 from pydantic import BaseModel, ValidationError
 
 if TYPE_CHECKING:
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=BaseModel)
+# One Gemini request: the contents and the config in, google-genai's response out (what metrics wrap).
+Request = Callable[[list[types.Content], types.GenerateContentConfig], Awaitable[types.GenerateContentResponse]]
 
 
 class LLMError(Exception):
@@ -127,7 +132,7 @@ class LLM:
         timeout_s: float = 30.0,
         attempts: int = 3,
         backoff_s: float = 1.0,
-        wrap: Callable[[genai.Client], genai.Client] | None = None,
+        wrap: Callable[[Request], Request] | None = None,
         tracer: Tracer | None = None,
     ) -> None:
         # Rein's own aiohttp session for Gemini (created in the running loop, closed by `aclose`): the SDK's
@@ -135,8 +140,10 @@ class LLM:
         # the environment when Rein starts are still honoured.
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=_proxied())
         options = types.HttpOptions(base_url=base_url, timeout=int(timeout_s * 1000), aiohttp_client=self._session)
-        client = genai.Client(api_key=api_key, http_options=options)
-        self._client = wrap(client) if wrap else client
+        self._client = genai.Client(api_key=api_key, http_options=options)
+        # The SDK's API client (auth, base URL, time-outs, errors) for plain text requests: see `_generate`.
+        self._api, self._path = _direct_api(self._client, model)
+        self._request: Request = wrap(self._generate) if wrap else self._generate
         self._tracer = tracer if tracer is not None and tracer.enabled else None
         self.model = model
         self.timeout_s = timeout_s
@@ -184,9 +191,7 @@ class LLM:
             try:
                 async with asyncio.timeout(self.timeout_s + 1):
                     with span as call:
-                        response = await self._client.aio.models.generate_content(
-                            model=self.model, contents=contents, config=config
-                        )
+                        response = await self._request(contents, config)
                         usage = _usage_of(response, self.model)
                         if call is not None:
                             finish = response.candidates[0].finish_reason if response.candidates else None
@@ -213,6 +218,24 @@ class LLM:
             await asyncio.sleep(wait * (1 + random.random() * 0.1))
             delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _generate(self, contents: list[types.Content],
+                        config: types.GenerateContentConfig) -> types.GenerateContentResponse:
+        """One request through google-genai. A plain text request (a system prompt, a temperature, text
+        parts: every coaching turn) goes straight to the SDK's API client with the body its model layer
+        would build: that layer re-validates and walks every part field by field, which cost ~0.8 ms per
+        message of history (docs/PERFORMANCE.md). Anything else takes the SDK's public path."""
+        body = plain_request_body(contents, config) if self._api is not None else None
+        if body is None:
+            return await self._client.aio.models.generate_content(model=self.model, contents=contents,
+                                                                  config=config)
+        assert self._api is not None
+        http = await self._api.async_request("post", self._path, body, None)
+        raw = json.loads(http.body) if http.body else {}
+        response = types.GenerateContentResponse._from_response(
+            response=genai_models._GenerateContentResponse_from_mldev(raw), kwargs={})
+        response.sdk_http_response = types.HttpResponse(headers=http.headers)
+        return response
 
     async def aclose(self) -> None:
         """Release the client's connections."""
@@ -244,6 +267,43 @@ def _check_candidates(response: Any) -> Any:
     if not first.content or not first.content.parts:
         raise LLMError("empty", f"no content (finish {finish})")
     return response
+
+
+_PLAIN_CONFIG = frozenset({"system_instruction", "temperature"})
+
+
+def plain_request_body(contents: list[types.Content],
+                       config: types.GenerateContentConfig) -> dict[str, Any] | None:
+    """The Gemini API body for a request of text parts, a text system prompt and a temperature, as
+    google-genai's model layer builds it (a test compares the two); None for any other request."""
+    if not config.model_fields_set <= _PLAIN_CONFIG or not isinstance(config.system_instruction, (str, type(None))):
+        return None
+    messages = []
+    for content in contents:
+        parts = content.parts or []
+        if not content.model_fields_set <= {"role", "parts"} or not parts or content.role not in ("user", "model"):
+            return None
+        if any(part.model_fields_set != {"text"} or part.text is None for part in parts):
+            return None
+        messages.append({"parts": [{"text": part.text} for part in parts], "role": content.role})
+    body: dict[str, Any] = {"contents": messages}
+    if config.system_instruction is not None:
+        body["systemInstruction"] = {"parts": [{"text": config.system_instruction}], "role": "user"}
+    body["generationConfig"] = {} if config.temperature is None else {"temperature": config.temperature}
+    return body
+
+
+def _direct_api(client: genai.Client, model: str) -> tuple[Any, str]:
+    """The SDK's API client and the model's generateContent path, for plain requests; (None, "") when this
+    SDK version or set-up (Vertex AI) does not offer them, and every request takes the public path."""
+    api = getattr(client.aio, "_api_client", None)
+    if (api is None or getattr(api, "vertexai", True) or not hasattr(api, "async_request")
+            or not hasattr(genai_models, "_GenerateContentResponse_from_mldev")):
+        return None, ""
+    try:
+        return api, f"{genai_transformers.t_model(api, model)}:generateContent"
+    except (ValueError, AttributeError):  # a model name the SDK refuses: its public path says why
+        return None, ""
 
 
 def user_content(text: str) -> types.Content:
