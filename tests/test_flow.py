@@ -38,7 +38,7 @@ async def test_start_welcomes_and_registers_the_command_menu(harness: Harness) -
     assert "What do you want to achieve?" in sent[1].text
     commands = [c for c in harness.bot_api.calls if c["method"] == "setMyCommands"]
     assert commands, "the command menu was not set"
-    names = {c["command"] for c in json.loads(commands[0]["params"]["commands"])}
+    names = {c["command"] for c in commands[0]["parsed"]["commands"]}
     assert names == {name for name, _ in texts.COMMANDS}
     assert {"start", "goal", "plan", "cancel", "export", "delete", "help"} <= names
     help_text = (await harness.say(ANN, "/help"))[0].text

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -155,7 +154,7 @@ async def test_webhook_is_registered_with_secret_and_update_types(harness: Harne
     assert len(calls) == 1
     params = calls[0]["params"]
     assert params["url"].endswith("/telegram/hook") and params["secret_token"] == SECRET
-    assert sorted(json.loads(params["allowed_updates"])) == sorted(ALLOWED_UPDATES)
+    assert sorted(calls[0]["parsed"]["allowed_updates"]) == sorted(ALLOWED_UPDATES)
 
 
 async def test_requests_without_the_right_secret_are_refused(bot_api, gemini, sqlite_url) -> None:
