@@ -185,13 +185,10 @@ async def text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     message_text = update.effective_message.text or ""
 
     async def answer(svc: Services, speaker: Who) -> list[Reply]:
-        # An answer to what a check-in asked (time zone, a custom time, a note) is taken there; one lock
-        # hold and one query decide it before the coach gets the text.
-        if svc.checkins is not None:
-            taken = await svc.checkins.intercept(speaker, message_text)
-            if taken is not None:
-                return taken
-        return await svc.coach.on_text(speaker, message_text)
+        # An answer to what a check-in asked (time zone, a custom time, a note) is taken there: the coach's
+        # read of the user says whether one waits, in the same query and lock hold.
+        answers = svc.checkins.intercept if svc.checkins is not None else None
+        return await svc.coach.on_text(speaker, message_text, answers=answers)
 
     await run_turn(update, context, answer, compact=True)
 

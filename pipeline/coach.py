@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -121,6 +121,10 @@ class Who:
     language_code: str | None = None
 
 
+# Takes a text that answers what a check-in asked the user; None lets the coach have it.
+Answers = Callable[[Who, str], Awaitable[list[Reply] | None]]
+
+
 def clean_text(text: str) -> str:
     """User text with control and zero-width characters removed, trimmed and capped."""
     kept = []
@@ -161,42 +165,58 @@ class Coach:
             return [Reply.plain(WELCOME), Reply.plain(ASK_GOAL)]
         return [Reply.plain(f"Welcome back! {self._stage_hint(stage)}")]
 
-    async def on_text(self, who: Who, text: str) -> list[Reply]:
-        """A text message: stored first, then answered according to the user's stage."""
+    async def on_text(self, who: Who, text: str, *, answers: Answers | None = None) -> list[Reply]:
+        """A text message: stored first, then answered according to the user's stage. `answers` takes a text
+        that answers what a check-in asked (the user's read says whether one waits; None: let it pass)."""
         text = clean_text(text)
         if not text:
             return [Reply.plain("That message was empty. Write me a few words and I'll answer.")]
         async with self.db.session() as session:
-            user = await self._user(session, who)
-            if user.pending_rating_id is not None:
-                return await self._save_reason(session, user, text)
-            if user.thread_closed:  # the last conversation went quiet and was scored: a new one starts
-                user.thread_id = repo.new_thread_id(user.opaque_id)
-                user.thread_closed = False
-            kind = {
-                Stage.NEW: "goal",
-                Stage.CLARIFYING: "answer",
-                Stage.PLAN_REVIEW: "adjust",
-                Stage.ADJUSTING: "adjust",
-                Stage.COACHING: "coaching",
-            }.get(user.stage, "coaching")
-            if kind == "goal":
-                await repo.create_goal(session=session, user=user, text=text)
-                user.stage = Stage.CLARIFYING
-                user.clarify_rounds = 0
-                user.thread_id = repo.new_thread_id(user.opaque_id)
-            elif kind == "answer":
-                await self._record_answer(session, user, text)
-            elif user.stage == Stage.ADJUSTING:
-                user.stage = Stage.PLAN_REVIEW
-            # A coaching turn reads what its prompt needs here, in the session that stores the message (not
-            # for a user over the per-user LLM cap: that turn gets no LLM call).
-            capped = self.limiter is not None and self.limiter.full(who.telegram_id)
-            inputs = await self._coaching_inputs(session, user) if kind == "coaching" and not capped else None
-            session.add(user)
-            turn = await repo.add_turn(session=session, user=user, role="user", kind=kind, text=text)
+            user, awaiting = await self._speaker(session, who)
+            handover = answers is not None and awaiting is not None
+            stored = None if handover else await self._store_text(session, who, user, text)
+        if stored is None:  # rare: a check-in asked this user something
+            assert answers is not None
+            taken = await answers(who, text)
+            return taken if taken is not None else await self.on_text(who, text)
+        if isinstance(stored, list):
+            return stored
+        user, turn, inputs = stored
         assert turn.id is not None
         return await self._advance(who, turn.id, loaded=(user, turn), inputs=inputs)
+
+    async def _store_text(self, session: Any, who: Who, user: User,
+                          text: str) -> list[Reply] | tuple[User, Turn, CoachingInputs | None]:
+        """Store a text in the user's session: the reason for a rating (replies), or the user turn with what a
+        coaching prompt needs (read here, in the same session)."""
+        if user.pending_rating_id is not None:
+            return await self._save_reason(session, user, text)
+        if user.thread_closed:  # the last conversation went quiet and was scored: a new one starts
+            user.thread_id = repo.new_thread_id(user.opaque_id)
+            user.thread_closed = False
+        kind = {
+            Stage.NEW: "goal",
+            Stage.CLARIFYING: "answer",
+            Stage.PLAN_REVIEW: "adjust",
+            Stage.ADJUSTING: "adjust",
+            Stage.COACHING: "coaching",
+        }.get(user.stage, "coaching")
+        if kind == "goal":
+            await repo.create_goal(session=session, user=user, text=text)
+            user.stage = Stage.CLARIFYING
+            user.clarify_rounds = 0
+            user.thread_id = repo.new_thread_id(user.opaque_id)
+        elif kind == "answer":
+            await self._record_answer(session, user, text)
+        elif user.stage == Stage.ADJUSTING:
+            user.stage = Stage.PLAN_REVIEW
+        # A coaching turn reads what its prompt needs here, in the session that stores the message (not
+        # for a user over the per-user LLM cap: that turn gets no LLM call).
+        capped = self.limiter is not None and self.limiter.full(who.telegram_id)
+        inputs = await self._coaching_inputs(session, user) if kind == "coaching" and not capped else None
+        session.add(user)
+        turn = await repo.add_turn(session=session, user=user, role="user", kind=kind, text=text)
+        return user, turn, inputs
 
     async def retry(self, who: Who, turn_id: int) -> list[Reply]:
         """The "Try again" button: finish an unanswered turn, if it is still the newest."""
@@ -699,6 +719,16 @@ class Coach:
     async def _user(self, session: Any, who: Who) -> User:
         user = await repo.get_or_create_user(session=session, telegram_id=who.telegram_id, chat_id=who.chat_id,
                                              language_code=who.language_code)
+        return self._seen(session, user)
+
+    async def _speaker(self, session: Any, who: Who) -> tuple[User, str | None]:
+        """The user and what a check-in waits for from them, in one query."""
+        user, awaiting = await repo.get_or_create_user_awaiting(
+            session=session, telegram_id=who.telegram_id, chat_id=who.chat_id, language_code=who.language_code)
+        return self._seen(session, user), awaiting
+
+    @staticmethod
+    def _seen(session: Any, user: User) -> User:
         logcontext.set_user(user.opaque_id)
         if user.blocked:  # they are writing to us, so they no longer block the bot
             user.blocked = False

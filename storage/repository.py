@@ -11,7 +11,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from storage import checkins as checkin_store
-from storage.models import Goal, Judgement, LLMUsage, Milestone, Plan, Rating, Resolution, Turn, User, utcnow
+from storage.models import (
+    CheckinPrefs,
+    Goal,
+    Judgement,
+    LLMUsage,
+    Milestone,
+    Plan,
+    Rating,
+    Resolution,
+    Turn,
+    User,
+    utcnow,
+)
 
 
 async def get_user(*, session: AsyncSession, telegram_id: int) -> User | None:
@@ -29,6 +41,27 @@ async def get_or_create_user(
 ) -> User:
     """The user with this Telegram id, created on first contact; `last_active_at` is refreshed."""
     user = await get_user(session=session, telegram_id=telegram_id)
+    return await _known(session, user, telegram_id=telegram_id, chat_id=chat_id, language_code=language_code)
+
+
+async def get_or_create_user_awaiting(
+    *, session: AsyncSession, telegram_id: int, chat_id: int, language_code: str | None = None
+) -> tuple[User, str | None]:
+    """As `get_or_create_user`, with what a check-in waits for from the user (`checkin_prefs.awaiting`,
+    usually None) read in the same query: the text hot path's one read of the user."""
+    row = (await session.execute(
+        select(User, col(CheckinPrefs.awaiting))
+        .outerjoin(CheckinPrefs, col(CheckinPrefs.user_id) == col(User.id))
+        .where(col(User.telegram_id) == telegram_id)
+    )).first()
+    user = await _known(session, row[0] if row else None, telegram_id=telegram_id, chat_id=chat_id,
+                        language_code=language_code)
+    return user, row[1] if row else None
+
+
+async def _known(session: AsyncSession, user: User | None, *, telegram_id: int, chat_id: int,
+                 language_code: str | None) -> User:
+    """The user as found, created when not found; what changed about them is updated."""
     now = utcnow()
     if user is None:
         opaque = uuid.uuid4().hex
