@@ -35,12 +35,17 @@ B2_ROUNDS = 2
 B2_FIRST_USER = 221  # B1 uses users 1–220; B2 takes 120 fresh ones per run
 SEEDED = B2_FIRST_USER - 1 + len(B2_CONFIGS) * B2_ROUNDS * 120  # users seeded for B1 and B2
 TABLES = SQLModel.metadata.tables
+# Past turns each seeded user has: the prompt's whole window (HISTORY_TURNS), so a measured turn costs what an
+# active user's does; B2's eight turns per user stay below the 2 × window that starts a history summary.
+HISTORY = 12
 
 
 # ----- data ---------------------------------------------------------------------------------------
 
-def seed(database_url: str, *, start: int, count: int, past_turns: int = 0) -> None:
-    """Store `count` coaching users (ids start..start+count-1) with a goal and an accepted plan."""
+def seed(database_url: str, *, start: int, count: int, past_turns: int = 0,
+         history: int = HISTORY) -> None:
+    """Store `count` coaching users (ids start..start+count-1) with a goal, an accepted plan and `history`
+    past turns each (a full prompt window, as an active user has); the first user gets `past_turns` more."""
     engine = create_engine(sync_url(database_url))
     now = datetime.now(UTC)
     phases = [{"name": "Base", "start_date": str(date.today()), "end_date": str(date.today() + timedelta(days=60)),
@@ -59,11 +64,10 @@ def seed(database_url: str, *, start: int, count: int, past_turns: int = 0) -> N
             conn.execute(insert(TABLES["plans"]), [
                 {"id": i, "goal_id": i, "version": 1, "status": "accepted", "summary": "Build up to 10 km",
                  "phases": phases, "created_at": now, "accepted_at": now} for i in ids])
+            if history:
+                conn.execute(insert(TABLES["turns"]), [past_turn(i, n, now) for i in ids for n in range(history)])
         if past_turns:
-            conn.execute(insert(TABLES["turns"]), [
-                {"user_id": start, "goal_id": start, "role": "user" if n % 2 == 0 else "coach", "kind": "coaching",
-                 "text": f"past message {n} " + "x" * 80, "answered": True, "created_at": now,
-                 "thread_id": f"t{start}"} for n in range(past_turns)])
+            conn.execute(insert(TABLES["turns"]), [past_turn(start, n, now) for n in range(past_turns)])
         if engine.dialect.name == "postgresql":
             for table in ("users", "goals", "plans", "turns"):
                 conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
@@ -73,6 +77,12 @@ def seed(database_url: str, *, start: int, count: int, past_turns: int = 0) -> N
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("ANALYZE"))
     engine.dispose()
+
+
+def past_turn(user: int, n: int, at: datetime) -> dict[str, Any]:
+    """One stored turn of a seeded user's conversation (user and coach alternate)."""
+    return {"user_id": user, "goal_id": user, "role": "user" if n % 2 == 0 else "coach", "kind": "coaching",
+            "text": f"past message {n} " + "x" * 80, "answered": True, "created_at": at, "thread_id": f"t{user}"}
 
 
 @contextmanager
@@ -255,10 +265,10 @@ def b3_b4(srv: Servers, url: str, db: str, one_user_cost: float, rss_after_b1: f
     idle_rss = 0.0
     costs: dict[str, float] = {}
     for total in (10_000, 100_000):
-        seed(url, start=stored + 1, count=total - stored)
+        seed(url, start=stored + 1, count=total - stored, history=0)
         stored = total
         costs[f"{total:,} users stored"], _, idle_rss = cost_per_turn(srv, url, 1)
-    seed(url, start=stored + 1, count=1, past_turns=10_000)
+    seed(url, start=stored + 1, count=1, past_turns=10_000, history=0)
     costs["a user with 10,000 past turns"], heavy, _ = cost_per_turn(srv, url, stored + 1)
     for label, cost in costs.items():
         ratio = cost / one_user_cost
