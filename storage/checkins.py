@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import bindparam, delete, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -174,14 +174,18 @@ async def get_progress(*, session: AsyncSession, entry_id: int, user_id: int) ->
     return result.first()
 
 
+# Built once: every coaching turn runs it (bound parameters).
+_RECENT_PROGRESS = (
+    select(ProgressEntry)
+    .where(col(ProgressEntry.user_id) == bindparam("user_id"))
+    .order_by(col(ProgressEntry.local_date).desc(), col(ProgressEntry.id).desc())
+    .limit(bindparam("limit"))
+)
+
+
 async def recent_progress(*, session: AsyncSession, user_id: int, limit: int) -> list[ProgressEntry]:
     """The user's newest progress entries, newest first."""
-    result = await session.scalars(
-        select(ProgressEntry)
-        .where(col(ProgressEntry.user_id) == user_id)
-        .order_by(col(ProgressEntry.local_date).desc(), col(ProgressEntry.id).desc())
-        .limit(limit)
-    )
+    result = await session.scalars(_RECENT_PROGRESS, {"user_id": user_id, "limit": limit})
     return list(result.all())
 
 

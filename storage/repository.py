@@ -6,7 +6,7 @@ import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, update
+from sqlalchemy import and_, bindparam, delete, func, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -44,16 +44,46 @@ async def get_or_create_user(
     return await _known(session, user, telegram_id=telegram_id, chat_id=chat_id, language_code=language_code)
 
 
+# The statements of every coaching turn, built once (bound parameters): building a statement and its cache
+# key on each call was a visible share of a turn's CPU (docs/PERFORMANCE.md).
+_USER_AWAITING = (
+    select(User, col(CheckinPrefs.awaiting))
+    .outerjoin(CheckinPrefs, col(CheckinPrefs.user_id) == col(User.id))
+    .where(col(User.telegram_id) == bindparam("telegram_id"))
+)
+_RECENT_TURNS = (select(Turn).where(col(Turn.user_id) == bindparam("user_id")).order_by(col(Turn.id).desc())
+                 .limit(bindparam("limit")))
+_MILESTONES = select(Milestone).where(col(Milestone.plan_id) == bindparam("plan_id")).order_by(col(Milestone.position))
+_MARK_ANSWERED = update(Turn).where(col(Turn.id) == bindparam("turn_id")).values(answered=True)
+_CURRENT_PLAN_ID = (
+    select(col(Plan.id))
+    .where(col(Plan.goal_id) == bindparam("goal_id"), col(Plan.status) != "superseded")
+    .order_by(col(Plan.id).desc())
+    .limit(1)
+    .scalar_subquery()
+)
+_NEWEST_RESOLUTION_ID = (
+    select(col(Resolution.id))
+    .where(col(Resolution.goal_id) == bindparam("goal_id"))
+    .order_by(col(Resolution.id).desc())
+    .limit(1)
+    .scalar_subquery()
+)
+_GOAL_CONTEXT = (
+    select(Goal, Plan, Resolution)
+    .select_from(Goal)
+    .outerjoin(Plan, col(Plan.id) == _CURRENT_PLAN_ID)
+    .outerjoin(Resolution, col(Resolution.id) == _NEWEST_RESOLUTION_ID)
+    .where(col(Goal.id) == bindparam("goal_id"), col(Goal.user_id) == bindparam("user_id"))
+)
+
+
 async def get_or_create_user_awaiting(
     *, session: AsyncSession, telegram_id: int, chat_id: int, language_code: str | None = None
 ) -> tuple[User, str | None]:
     """As `get_or_create_user`, with what a check-in waits for from the user (`checkin_prefs.awaiting`,
     usually None) read in the same query: the text hot path's one read of the user."""
-    row = (await session.execute(
-        select(User, col(CheckinPrefs.awaiting))
-        .outerjoin(CheckinPrefs, col(CheckinPrefs.user_id) == col(User.id))
-        .where(col(User.telegram_id) == telegram_id)
-    )).first()
+    row = (await session.execute(_USER_AWAITING, {"telegram_id": telegram_id})).first()
     user = await _known(session, row[0] if row else None, telegram_id=telegram_id, chat_id=chat_id,
                         language_code=language_code)
     return user, row[1] if row else None
@@ -127,9 +157,7 @@ async def get_turn(*, session: AsyncSession, turn_id: int, user_id: int) -> Turn
 
 async def recent_turns(*, session: AsyncSession, user_id: int, limit: int) -> list[Turn]:
     """The user's last `limit` turns, oldest first."""
-    result = await session.scalars(
-        select(Turn).where(col(Turn.user_id) == user_id).order_by(col(Turn.id).desc()).limit(limit)
-    )
+    result = await session.scalars(_RECENT_TURNS, {"user_id": user_id, "limit": limit})
     return list(reversed(result.all()))
 
 
@@ -251,9 +279,7 @@ async def current_plan(*, session: AsyncSession, goal_id: int) -> Plan | None:
 
 async def milestones(*, session: AsyncSession, plan_id: int) -> list[Milestone]:
     """A plan's milestones in order."""
-    result = await session.scalars(
-        select(Milestone).where(col(Milestone.plan_id) == plan_id).order_by(col(Milestone.position))
-    )
+    result = await session.scalars(_MILESTONES, {"plan_id": plan_id})
     return list(result.all())
 
 
@@ -334,7 +360,7 @@ async def latest_coach_turn(*, session: AsyncSession, user_id: int, kind: str) -
 
 async def mark_answered(*, session: AsyncSession, turn_id: int) -> None:
     """Record that a user's turn got its reply."""
-    await session.execute(update(Turn).where(col(Turn.id) == turn_id).values(answered=True))
+    await session.execute(_MARK_ANSWERED, {"turn_id": turn_id})
 
 
 async def restore_previous_goal(*, session: AsyncSession, user: User) -> bool:
@@ -490,29 +516,7 @@ async def goal_context(
     *, session: AsyncSession, goal_id: int, user_id: int
 ) -> tuple[Goal | None, Plan | None, Resolution | None]:
     """The user's goal with its current plan and newest resolution, in one query (the coaching hot path)."""
-    plan_id = (
-        select(col(Plan.id))
-        .where(col(Plan.goal_id) == goal_id, col(Plan.status) != "superseded")
-        .order_by(col(Plan.id).desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    resolution_id = (
-        select(col(Resolution.id))
-        .where(col(Resolution.goal_id) == goal_id)
-        .order_by(col(Resolution.id).desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    row = (
-        await session.execute(
-            select(Goal, Plan, Resolution)
-            .select_from(Goal)
-            .outerjoin(Plan, col(Plan.id) == plan_id)
-            .outerjoin(Resolution, col(Resolution.id) == resolution_id)
-            .where(col(Goal.id) == goal_id, col(Goal.user_id) == user_id)
-        )
-    ).first()
+    row = (await session.execute(_GOAL_CONTEXT, {"goal_id": goal_id, "user_id": user_id})).first()
     if row is None:
         return None, None, None
     return row[0], row[1], row[2]
