@@ -131,10 +131,12 @@ def bot_env(srv: Servers, database_url: str, **extra: str) -> dict[str, str]:
 
 
 class BotProcess:
-    """`python -m bot`, started the way users start it, with CPU and memory readings from /proc."""
+    """`python -m bot` (or another bot `command`), started the way users start it, with CPU and memory
+    readings from /proc."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *, command: list[str] | None = None) -> None:
         self.env = env
+        self.command = command or [sys.executable, "-m", "bot"]
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_s = 0.0
 
@@ -142,7 +144,7 @@ class BotProcess:
         """Start and wait until the bot polls for updates."""
         before = calls(bot_api, "getUpdates")
         started = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "bot"], cwd=ROOT, env=self.env,
+        self.proc = subprocess.Popen(self.command, cwd=ROOT, env=self.env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_all_cpus)
         deadline = time.monotonic() + timeout
         while calls(bot_api, "getUpdates") <= before:
