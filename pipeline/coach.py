@@ -121,6 +121,9 @@ class Who:
     language_code: str | None = None
 
 
+# Messages being stored and read for their prompt at once (see Coach._admission).
+ADMISSION = 8
+
 # Takes a text that answers what a check-in asked the user; None lets the coach have it.
 Answers = Callable[[Who, str], Awaitable[list[Reply] | None]]
 
@@ -153,6 +156,10 @@ class Coach:
         self.guard = OutputGuard()
         self._sync_lock = asyncio.Lock()
         self._compact_due: set[int] = set()  # users whose history outgrew the window (checked per coaching turn)
+        # Messages are stored and their prompts read a few at a time, in arrival order: in a burst, the first
+        # messages reach the LLM (and their replies Telegram's send queue) while later ones are still being
+        # read, instead of every message waiting for all the others' reads (docs/PERFORMANCE.md, B1).
+        self._admission = asyncio.Semaphore(ADMISSION)
 
     # ----- entry points -------------------------------------------------------------------------
 
@@ -171,7 +178,7 @@ class Coach:
         text = clean_text(text)
         if not text:
             return [Reply.plain("That message was empty. Write me a few words and I'll answer.")]
-        async with self.db.session() as session:
+        async with self._admission, self.db.session() as session:
             user, awaiting = await self._speaker(session, who)
             handover = answers is not None and awaiting is not None
             stored = None if handover else await self._store_text(session, who, user, text)
