@@ -916,16 +916,20 @@ class CheckinScheduler:
         """Claim and deliver everything due at `now` (default: the clock); one pass at a time.
 
         Batches overlap: while one batch is being sent (at the rate limiter's pace), the next one is claimed,
-        written by the coach and stored.
+        written by the coach and stored. The first batches are small, so the first check-ins leave at once.
         """
         total = RunStats()
         async with self._lock:
             now = now or self.checkins.clock()
             gate = asyncio.Semaphore(self.concurrency)
             sending: asyncio.Task[list[str]] | None = None
+            # Small batches first, doubling: sending starts after a few drafts, and each batch is written while
+            # the one before it (half its size) is being sent.
+            size = min(self.batch, self.concurrency)
             try:
                 while True:
-                    items, stats = await self.checkins.claim_due(now, self.batch)
+                    items, stats = await self.checkins.claim_due(now, size)
+                    size = min(self.batch, size * 2)
                     total.add(stats)
                     if stats.seen == 0:
                         break
