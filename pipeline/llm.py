@@ -223,7 +223,7 @@ class LLM:
                         config: types.GenerateContentConfig) -> types.GenerateContentResponse:
         """One request through google-genai. A plain text request (a system prompt, a temperature, text
         parts: every coaching turn) goes straight to the SDK's API client with the body its model layer
-        would build: that layer re-validates and walks every part field by field, which cost ~0.8 ms per
+        would build: that layer re-validates and walks every part field by field, which cost ~1 ms per
         message of history (docs/PERFORMANCE.md). Anything else takes the SDK's public path."""
         body = plain_request_body(contents, config) if self._api is not None else None
         if body is None:
