@@ -24,8 +24,16 @@ HISTORY = 12  # messages in a coaching prompt's window
 
 
 def _pin() -> None:
+    from bot.affinity import pin
+
     if BOT_CPU is not None:
-        os.sched_setaffinity(0, {BOT_CPU})
+        pin(str(BOT_CPU))
+
+
+def _settings(**values: Any) -> Any:
+    from pipeline.settings import Settings
+
+    return Settings(telegram_bot_token=TOKEN, gemini_api_key="bench-key", **values)
 
 
 def _loop(main: Any) -> Any:
@@ -37,27 +45,23 @@ def _loop(main: Any) -> Any:
 # ----- the parts, each run in a child process -----------------------------------------------------
 
 def echo_bot(bot_api: str) -> None:
-    """An echo bot on python-telegram-bot with Rein's request, limiter and concurrency settings: every text
-    is answered with one HTML message carrying the 1–5 rating keyboard."""
-    from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+    """An echo bot on python-telegram-bot set up as Rein's (`application_builder`): every text is answered
+    with one HTML message carrying the 1–5 rating keyboard."""
+    from telegram import Update
     from telegram.constants import ParseMode
-    from telegram.ext import ApplicationBuilder, ContextTypes, MessageHandler, filters
+    from telegram.ext import ContextTypes, MessageHandler, filters
 
-    from bot.request import AiohttpRequest
-    from bot.sendlimit import SendLimiter
+    from bot.app import application_builder
+    from bot.render import keyboard
 
-    keyboard = InlineKeyboardMarkup([[InlineKeyboardButton(str(v), callback_data=f"r:1:{v}") for v in range(1, 6)]])
+    markup = keyboard([], rate_turn=1)
 
     async def echo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         assert update.effective_chat is not None and update.effective_message is not None
         await context.bot.send_message(update.effective_chat.id, f"re: {update.effective_message.text}",
-                                       reply_markup=keyboard, parse_mode=ParseMode.HTML)
+                                       reply_markup=markup, parse_mode=ParseMode.HTML)
 
-    app = (ApplicationBuilder().token(TOKEN).base_url(f"{bot_api}/bot")
-           .rate_limiter(SendLimiter(overall_max_rate=1000, overall_time_period=1, max_retries=3))
-           .concurrent_updates(512)
-           .request(AiohttpRequest(connection_pool_size=64, pool_timeout=30))
-           .get_updates_request(AiohttpRequest(connection_pool_size=1)).build())
+    app = application_builder(_settings(telegram_api_url=bot_api, telegram_rate_limit=1000)).build()
     app.add_handler(MessageHandler(filters.TEXT, echo))
     import uvloop
 
@@ -123,12 +127,9 @@ async def _statement(url: str) -> float:
 
 
 def _opik(opik_url: str) -> float:
-    from pipeline.settings import Settings
     from pipeline.tracing import Tracer
 
-    settings = Settings(telegram_bot_token=TOKEN, gemini_api_key="bench-key", opik_url_override=opik_url,
-                        opik_project_name="rein-bench")
-    tracer = Tracer(settings)
+    tracer = Tracer(_settings(opik_url_override=opik_url, opik_project_name="rein-bench"))
     span_input = {"system": "You are a coach. " * 40, "temperature": 0.7, "schema": None,
                   "messages": [{"role": c.role, "text": c.parts[0].text} for c in _history()]}
 

@@ -187,10 +187,11 @@ async def create_services(settings: Settings) -> Services:
                     metrics=metrics, locks=_user_locks(settings))
 
 
-def build_application(settings: Settings) -> Application:
-    """The bot, wired: handlers, rate limiter, defaults, start-up and shut-down hooks."""
+def application_builder(settings: Settings) -> ApplicationBuilder:
+    """python-telegram-bot set up as Rein runs it: the Bot API address, defaults, the rate limiter,
+    concurrency and the aiohttp requests (benchmarks/floor.py measures this alone)."""
     api = settings.telegram_api_url
-    app = (
+    return (
         ApplicationBuilder()
         .token(settings.telegram_bot_token.get_secret_value())
         .base_url(f"{api}/bot")
@@ -201,10 +202,12 @@ def build_application(settings: Settings) -> Application:
         .concurrent_updates(512)
         .request(AiohttpRequest(connection_pool_size=64, pool_timeout=30))
         .get_updates_request(AiohttpRequest(connection_pool_size=1))
-        .post_init(_post_init(settings))
-        .post_shutdown(_post_shutdown)
-        .build()
     )
+
+
+def build_application(settings: Settings) -> Application:
+    """The bot, wired: handlers, rate limiter, defaults, start-up and shut-down hooks."""
+    app = application_builder(settings).post_init(_post_init(settings)).post_shutdown(_post_shutdown).build()
     add_handlers(app, settings)
     return app
 
