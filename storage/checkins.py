@@ -122,13 +122,54 @@ async def claim(*, session: AsyncSession, schedule: CheckinSchedule, due_at: dat
     return result.scalar()
 
 
-async def finish_send(*, session: AsyncSession, send_id: int, status: str, turn_id: int | None) -> None:
-    """Record how a claimed send ended."""
+UNSENT = ("claimed", "drafted")  # never handed to Telegram: safe to deliver (once)
+OPEN = (*UNSENT, "sending")  # not finished
+
+
+async def mark_drafted(*, session: AsyncSession, send_id: int) -> bool:
+    """The coach's text for a claimed send is being stored (the row stays locked until the transaction ends);
+    False if the send is gone or moved on."""
+    result: Any = await session.execute(
+        update(CheckinSend).where(col(CheckinSend.id) == send_id, col(CheckinSend.status) == "claimed")
+        .values(status="drafted")
+    )
+    return bool(result.rowcount)
+
+
+async def set_turn(*, session: AsyncSession, send_id: int, turn_id: int) -> None:
+    """The stored coach turn a send delivers."""
+    await session.execute(update(CheckinSend).where(col(CheckinSend.id) == send_id).values(turn_id=turn_id))
+
+
+async def start_sending(*, session: AsyncSession, send_id: int) -> bool:
+    """Hand a send to Telegram: True for exactly one caller, and only while it was never handed over before
+    (the user deleted in the meantime, or another pass took it: False, and nothing is sent)."""
+    result: Any = await session.execute(
+        update(CheckinSend).where(col(CheckinSend.id) == send_id, col(CheckinSend.status).in_(UNSENT))
+        .values(status="sending")
+    )
+    return bool(result.rowcount)
+
+
+async def finish_send(*, session: AsyncSession, send_id: int, status: str, reason: str | None = None) -> None:
+    """Record how a send ended (with why, unless it was sent)."""
     await session.execute(
         update(CheckinSend)
         .where(col(CheckinSend.id) == send_id)
-        .values(status=status, turn_id=turn_id, sent_at=utcnow() if status == "sent" else None)
+        .values(status=status, reason=reason[:64] if reason else None, sent_at=utcnow() if status == "sent" else None)
     )
+
+
+async def open_sends(*, session: AsyncSession, limit: int) -> list[tuple[CheckinSend, User]]:
+    """Sends a pass claimed and never finished (it crashed, or storage failed), oldest first, with their user."""
+    result = await session.execute(
+        select(CheckinSend, User)
+        .join(User, col(User.id) == CheckinSend.user_id)
+        .where(col(CheckinSend.status).in_(OPEN))
+        .order_by(col(CheckinSend.id))
+        .limit(limit)
+    )
+    return [(send, user) for send, user in result.all()]
 
 
 async def sends_since(*, session: AsyncSession, user_id: int, since: datetime) -> list[CheckinSend]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Dialect, Index, UniqueConstraint
@@ -36,7 +37,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Stage:
+class Stage(StrEnum):
     """Where a user stands in the conversation (stored on the user row)."""
 
     NEW = "new"  # /start seen, waiting for the goal
@@ -243,7 +244,10 @@ class CheckinSend(SQLModel, table=True):
     user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
     kind: str = Field(max_length=8)
     due_at: datetime = Field(sa_type=DateTime(timezone=True))
-    status: str = Field(default="claimed", max_length=12)  # claimed | sent | skipped | blocked | failed
+    # claimed → drafted (the coach's text stored) → sending (handed to Telegram) → sent | blocked | failed |
+    # uncertain (the connection broke mid-send); or expired (never sent within the grace window)
+    status: str = Field(default="claimed", max_length=12, index=True)
+    reason: str | None = Field(default=None, max_length=64)  # why a send did not end as "sent"
     turn_id: int | None = Field(default=None)
     claimed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     sent_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
@@ -263,3 +267,15 @@ class ProgressEntry(SQLModel, table=True):
     note: str | None = None
     local_date: date
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class InboxUpdate(SQLModel, table=True):
+    """An update the webhook acknowledged and no replica has handled yet (handled per user in update order)."""
+
+    __tablename__ = "inbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    update_id: int = Field(sa_column=Column(BigInteger, unique=True, nullable=False))
+    telegram_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
