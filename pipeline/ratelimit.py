@@ -45,6 +45,12 @@ class SlidingWindow:
         self._notified_at[key] = now
         return Decision(allowed=False, notify=True, retry_after_s=retry_after)
 
+    def refund(self, key: int) -> None:
+        """Take back the newest counted turn of `key` (its call failed: it must not count)."""
+        hits = self._hits.get(key)
+        if hits:
+            hits.pop()
+
     def full(self, key: int) -> bool:
         """True while `key` has no room left in the window (nothing is counted)."""
         now = self.clock()

@@ -10,13 +10,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pipeline.llm import estimate_cost
-
 if TYPE_CHECKING:
     from pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -42,18 +39,18 @@ class LLMCall:
     """One Gemini call's span (a no-op when tracing is off); `record` adds what the model answered."""
 
     _data: Any = field(default=None, repr=False)
-    _prices: tuple[Any, Any] = field(default=(0, 0), repr=False)
 
-    def record(self, text: str, *, prompt_tokens: int, output_tokens: int, finish_reason: str) -> None:
-        """The answer's text, its token usage and the estimated cost from the price table."""
+    def record(self, text: str, *, prompt_tokens: int, output_tokens: int, cost_usd: float,
+               metadata: dict[str, Any]) -> None:
+        """The answer's text, its token usage, its estimated cost and what else is known of the call."""
         if self._data is None:
             return
         self._data.update(
             output={"text": text},
             usage={"prompt_tokens": prompt_tokens, "completion_tokens": output_tokens,
                    "total_tokens": prompt_tokens + output_tokens},
-            total_cost=estimate_cost(prompt_tokens, output_tokens, self._prices),
-            metadata={"finish_reason": finish_reason},
+            total_cost=cost_usd,
+            metadata=metadata,
         )
 
 
@@ -71,11 +68,10 @@ class Feedback:
 class Tracer:
     """Opik tracing for Rein; every method is safe to call when tracing is off."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.enabled = settings.tracing_enabled
+    def __init__(self, settings: Settings, *, enabled: bool = True) -> None:
+        self.enabled = enabled and settings.tracing_enabled
         self.project = settings.opik_project_name
         self.flush_timeout_s = settings.opik_flush_timeout_s
-        self.prices = (settings.price_input_per_mtok, settings.price_output_per_mtok)
         self._opik: Any = None
         _export_environment(settings)
         if self.enabled:
@@ -87,12 +83,20 @@ class Tracer:
     def turn(
         self, name: str, *, thread_id: str | None, input: dict[str, Any], metadata: dict[str, Any], tags: list[str]
     ) -> Iterator[TurnTrace]:
-        """A trace around one turn; an exception escaping it is recorded on the trace."""
+        """A trace around one turn, or a span of the trace already open in this task (an evaluation's item);
+        an exception escaping it is recorded."""
         if not self.enabled:
             yield TurnTrace()
             return
         import opik
+        from opik import opik_context
 
+        current = opik_context.get_current_trace_data()
+        if current is not None:
+            with opik.start_as_current_span(name, input=input, metadata=metadata, tags=tags,
+                                            project_name=self.project) as span:
+                yield TurnTrace(id=current.id, _data=span)
+            return
         with opik.start_as_current_trace(
             name, input=input, metadata=metadata, tags=tags, thread_id=thread_id, project_name=self.project
         ) as data:
@@ -114,7 +118,7 @@ class Tracer:
         failure: BaseException | None = None
         with opik.start_as_current_span("gemini.generate_content", type="llm", input=input, model=model,
                                         provider="google_ai", project_name=self.project) as data:
-            call = LLMCall(_data=data, _prices=self.prices)
+            call = LLMCall(_data=data)
             try:
                 yield call
             except BaseException as exc:  # recorded on the span, then raised again below
