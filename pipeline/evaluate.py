@@ -25,12 +25,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline import prompts
-from pipeline.coach import goal_brief_text
 from pipeline.judge import VERDICTS, verdict
 from pipeline.llm import LLM, LLMError, user_content
 from pipeline.schemas import PlanDraft, ResolutionDraft
 from pipeline.settings import Settings, describe_error
+from pipeline.steps import Owner, Steps
 from pipeline.tracing import Tracer
+from pipeline.views import goal_brief_text
 
 logger = logging.getLogger(__name__)
 
@@ -54,23 +55,27 @@ class Variant:
     plan: prompts.Prompt
 
 
-async def run_item(settings: Settings, variant: Variant, item: dict[str, Any],
-                   tracer: Tracer | None = None) -> dict[str, Any]:
-    """Write a resolution and a plan for one goal with the variant's prompts, then judge both."""
-    llm = make_llm(settings, tracer)
+async def run_item(settings: Settings, variant: Variant, item: dict[str, Any], tracer: Tracer) -> dict[str, Any]:
+    """Write a resolution and a plan for one goal with the variant's prompts, then judge both (one step: a
+    trace of its own, or a span of the evaluation's trace for the item)."""
+    llm = make_llm(settings)
+    steps = Steps(llm=llm, tracer=tracer, db=None,
+                  prices=(settings.price_input_per_mtok, settings.price_output_per_mtok))
     try:
         today = date.today().isoformat()
         brief = goal_brief_text(item["goal"], item.get("answers", []))
-        resolution = await llm.structured(ResolutionDraft, system=variant.resolution.text,
-                                          contents=[user_content(f"Today is {today}.\n{brief}")])
-        request = f"Today is {today}.\n{brief}\nResolution: {resolution.model_dump_json()}"
-        plan = await llm.structured(PlanDraft, system=variant.plan.text, contents=[user_content(request)])
-        scores: dict[str, float] = {}
-        reasons: dict[str, str] = {}
-        for target, text in (("resolution", resolution.model_dump_json()), ("plan", plan.model_dump_json())):
-            for s in await verdict(llm, target, text, brief):
-                scores[f"{target}_{s.criterion}"] = s.score
-                reasons[f"{target}_{s.criterion}"] = s.reason
+        async with steps.run("evaluate.item", purpose="evaluate", owner=Owner(), input={"goal": item["goal"]},
+                             metadata={"variant": variant.version}, tags=["evaluation"]) as step:
+            resolution = await step.structured(ResolutionDraft, system=variant.resolution.text,
+                                               contents=[user_content(f"Today is {today}.\n{brief}")])
+            request = f"Today is {today}.\n{brief}\nResolution: {resolution.model_dump_json()}"
+            plan = await step.structured(PlanDraft, system=variant.plan.text, contents=[user_content(request)])
+            scores: dict[str, float] = {}
+            reasons: dict[str, str] = {}
+            for target, text in (("resolution", resolution.model_dump_json()), ("plan", plan.model_dump_json())):
+                for s in await verdict(step, target, text, brief):
+                    scores[f"{target}_{s.criterion}"] = s.score
+                    reasons[f"{target}_{s.criterion}"] = s.reason
         return {"output": {"resolution": resolution.model_dump(), "plan": plan.model_dump()},
                 "scores": scores, "reasons": reasons}
     except (LLMError, ValidationError) as exc:
@@ -79,12 +84,11 @@ async def run_item(settings: Settings, variant: Variant, item: dict[str, Any],
         await llm.aclose()
 
 
-def make_llm(settings: Settings, tracer: Tracer | None) -> LLM:
-    """The same Gemini adapter the bot uses (traced when Opik is configured)."""
+def make_llm(settings: Settings) -> LLM:
+    """The same Gemini adapter the bot uses."""
     return LLM(api_key=settings.gemini_api_key.get_secret_value(), model=settings.gemini_model,
                base_url=settings.gemini_base_url, timeout_s=settings.gemini_timeout_s,
-               attempts=settings.gemini_attempts, backoff_s=settings.gemini_backoff_s,
-               tracer=tracer)
+               attempts=settings.gemini_attempts, backoff_s=settings.gemini_backoff_s)
 
 
 def _metrics() -> list[Any]:
@@ -106,7 +110,7 @@ def _metrics() -> list[Any]:
 
 
 def evaluate_variant(settings: Settings, variant: Variant, items: list[dict[str, Any]], *, use_opik: bool,
-                     tracer: Tracer | None = None, threads: int = 4) -> dict[str, float]:
+                     tracer: Tracer, threads: int = 4) -> dict[str, float]:
     """Run one variant over the items; the mean of each metric (failed items count as 0)."""
 
     def task(item: dict[str, Any]) -> dict[str, Any]:
@@ -160,15 +164,14 @@ def table(results: dict[str, dict[str, float]], count: int) -> str:
 def run(settings: Settings, *, variants: list[str], limit: int | None, local: bool) -> str:
     """Evaluate each variant and return the printed table."""
     use_opik = settings.tracing_enabled and not local
-    tracer = Tracer(settings) if settings.tracing_enabled else None
+    tracer = Tracer(settings, enabled=use_opik)
     items = load_items(limit=limit)
     results = {}
     for version in variants:
         resolution, plan = prompts.VARIANTS[version]
         results[version] = evaluate_variant(settings, Variant(version, resolution, plan), items, use_opik=use_opik,
                                             tracer=tracer)
-    if tracer:
-        tracer.flush()
+    tracer.flush()
     return table(results, len(items))
 
 

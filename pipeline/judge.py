@@ -15,11 +15,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipeline import prompts
-from pipeline.llm import LLM, LLMError, collect_usage, estimate_cost, user_content
-from pipeline.tracing import Feedback, Tracer
-from storage import repository as repo
+from pipeline.llm import LLMError, user_content
+from pipeline.steps import Owner, Step, Steps
+from pipeline.tracing import Feedback
+from storage import goals, turns
 from storage.db import Database
-from storage.models import Judgement, LLMUsage, Turn
+from storage.models import Judgement, Turn
 
 logger = logging.getLogger(__name__)
 
@@ -86,11 +87,11 @@ def score_name(target: str, criterion: str) -> str:
     return f"judge_{target}_{criterion}"
 
 
-async def verdict(llm: LLM, target: str, text: str, context: str) -> list[Score]:
+async def verdict(step: Step, target: str, text: str, context: str) -> list[Score]:
     """The judge's scores for one text (`target` names the rubric); raises LLMError when the judge fails."""
     schema, prompt = VERDICTS[target]
     request = f"Context:\n{context[:6000]}\n\nText to judge:\n{text[:6000]}"
-    result = await llm.structured(schema, system=prompt.text, contents=[user_content(request)], temperature=0.0)
+    result = await step.structured(schema, system=prompt.text, contents=[user_content(request)], temperature=0.0)
     return [Score(name, float(getattr(result, name).score), getattr(result, name).reason[:500])
             for name in schema.model_fields]
 
@@ -98,12 +99,11 @@ async def verdict(llm: LLM, target: str, text: str, context: str) -> list[Score]
 class Judge:
     """Runs the judge over stored coach turns and records the scores (database and Opik)."""
 
-    def __init__(self, *, db: Database, llm: LLM, tracer: Tracer, sample_rate: float = 0.2, enabled: bool = True,
+    def __init__(self, *, db: Database, steps: Steps, sample_rate: float = 0.2, enabled: bool = True,
                  rng: random.Random | None = None) -> None:
         self.enabled = enabled
         self.db = db
-        self.llm = llm
-        self.tracer = tracer
+        self.steps = steps
         self.sample_rate = sample_rate
         self._rng = rng or random.Random()
 
@@ -114,10 +114,6 @@ class Judge:
         if kind in ("resolution", "plan"):
             return True
         return kind == "coaching" and self._rng.random() < self.sample_rate
-
-    async def verdict(self, target: str, text: str, context: str) -> list[Score]:
-        """Ask the judge about one text; raises LLMError when the judge fails."""
-        return await verdict(self.llm, target, text, context)
 
     async def judge_turns(self, turn_ids: list[int]) -> int:
         """Judge the given coach turns (those the sampling picks); returns how many scores were recorded."""
@@ -141,10 +137,10 @@ class Judge:
     async def judge_thread(self, user_id: int, thread_id: str) -> int:
         """Judge a finished session from its transcript; the score lands on the Opik thread."""
         async with self.db.session() as session:
-            turns = await repo.thread_turns(session=session, user_id=user_id, thread_id=thread_id, limit=40)
-        if len(turns) < 2:
+            thread = await turns.thread_turns(session=session, user_id=user_id, thread_id=thread_id, limit=40)
+        if len(thread) < 2:
             return 0
-        transcript = "\n".join(f"{t.role}: {t.text[:800]}" for t in turns)
+        transcript = "\n".join(f"{t.role}: {t.text[:800]}" for t in thread)
         try:
             return await self._judge_and_record("thread", transcript, "A coaching session.", user_id=user_id,
                                                 turn_id=None, trace_id=None, thread_id=thread_id)
@@ -155,25 +151,21 @@ class Judge:
     async def _judge_and_record(self, target: str, text: str, context: str, *, user_id: int,
                                 turn_id: int | None, trace_id: str | None, thread_id: str | None) -> int:
         _, prompt = VERDICTS[target]
-        with collect_usage() as usage, self.tracer.turn(
-            f"judge.{target}", thread_id=None, input={"text": text[:2000]},
-            metadata={"judged_trace": trace_id, "prompt": f"{prompt.name}@{prompt.version}"}, tags=["judge"],
-        ) as trace:
-            try:
-                scores = await self.verdict(target, text, context)
-            except LLMError as exc:
-                logger.warning("judge.llm_failed target=%s error=%s", target, exc.kind)
-                return 0
-            trace.set_output({s.criterion: s.score for s in scores})
-        async with self.db.session() as session:
-            for s in scores:
-                session.add(Judgement(user_id=user_id, turn_id=turn_id, trace_id=trace_id, target=target,
-                                      criterion=s.criterion, score=s.score, reason=s.reason,
-                                      prompt_version=prompt.version))
-            for u in usage:
-                session.add(LLMUsage(user_id=user_id, purpose="judge", model=u.model, prompt_tokens=u.prompt_tokens,
-                                     output_tokens=u.output_tokens,
-                                     cost_usd=estimate_cost(u.prompt_tokens, u.output_tokens, self.tracer.prices)))
+        owner = Owner(user_id=user_id)
+        try:
+            async with self.steps.run(f"judge.{target}", purpose="judge", owner=owner, input={"text": text[:2000]},
+                                      metadata={"judged_trace": trace_id, "prompt": f"{prompt.name}@{prompt.version}"},
+                                      tags=["judge"]) as step:
+                scores = await verdict(step, target, text, context)
+                step.set_output({s.criterion: s.score for s in scores})
+                async with self.db.session() as session:
+                    session.add_all([Judgement(user_id=user_id, turn_id=turn_id, trace_id=trace_id, target=target,
+                                               criterion=s.criterion, score=s.score, reason=s.reason,
+                                               prompt_version=prompt.version) for s in scores])
+                    session.add_all(step.take_usage())
+        except LLMError as exc:
+            logger.warning("judge.llm_failed target=%s error=%s", target, exc.kind)
+            return 0
         feedback = [
             Feedback(target_id, score_name(target, s.criterion), s.score, s.reason, thread=target == "thread")
             for s in scores
@@ -181,17 +173,17 @@ class Judge:
             if target_id
         ]
         if feedback:
-            await asyncio.to_thread(self.tracer.send_feedback, feedback)
+            await asyncio.to_thread(self.steps.tracer.send_feedback, feedback)
         return len(scores)
 
     @staticmethod
     async def _context(session: AsyncSession, turn: Turn) -> str:
-        goal = await repo.get_goal(session=session, goal_id=turn.goal_id or 0, user_id=turn.user_id)
+        goal = await goals.get_goal(session=session, goal_id=turn.goal_id or 0, user_id=turn.user_id)
         parts = [f"Goal: {goal.text}" if goal else "Goal: (unknown)"]
         for qa in (goal.clarifications if goal else []):
             parts.append(f"Q: {qa.get('q', '')} A: {qa.get('a', '')}")
         if turn.kind == "coaching":
-            previous = await repo.turns_between(session=session, user_id=turn.user_id,
+            previous = await turns.turns_between(session=session, user_id=turn.user_id,
                                                 after_id=max(0, (turn.id or 0) - 6), before_id=turn.id or 0)
             parts += [f"{t.role}: {t.text[:800]}" for t in previous]
         return "\n".join(parts)

@@ -38,7 +38,8 @@ class Reply:
         return "\n\n".join(p.text for p in self.paras)
 
     @classmethod
-    def plain(cls, text: str, *, kind: str = "info", buttons: list[list[Button]] | None = None) -> Reply:
+    def plain(cls, text: str, *, kind: str = "info", buttons: list[list[Button]] | None = None,
+              turn_id: int | None = None) -> Reply:
         """A reply made of plain paragraphs separated by blank lines."""
         paras = [Para(chunk) for chunk in text.split("\n\n") if chunk.strip()]
-        return cls(paras=paras, kind=kind, buttons=buttons or [])
+        return cls(paras=paras, kind=kind, buttons=buttons or [], turn_id=turn_id)

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     rating_sync_interval_s: float = Field(60.0, gt=0)
     typing_delay_s: float = Field(0.3, ge=0, description="Show typing only when an answer takes longer")
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
-    cpu_affinity: str = Field("auto", pattern=r"^(auto|off|\d+(,\d+)*)$",
+    cpu_affinity: str = Field("off", pattern=r"^(auto|off|\d+(,\d+)*)$",
                               description="auto: one CPU per process; off; or CPU numbers like 0,1")
     judge_enabled: bool = True
     judge_sample_rate: float = Field(0.2, ge=0, le=1, description="Share of coaching replies the judge scores")

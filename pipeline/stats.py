@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from pipeline.replies import Para, Reply
 from pipeline.settings import Settings
-from storage import repository as repo
+from storage import stats as stored_stats
 from storage.db import Database
 
 
@@ -24,7 +24,7 @@ async def stats_report(db: Database, settings: Settings, *, days: int = 7) -> Re
     """The report as a reply."""
     since = datetime.now(UTC) - timedelta(days=days)
     async with db.session() as session:
-        data = await repo.stats(session=session, since=since)
+        data = await stored_stats.stats(session=session, since=since)
     ratings = data["ratings"]
     mean = f"{ratings['mean']:.2f}" if ratings["mean"] is not None else "n/a"
     bars = "  ".join(f"{v}★ {n}" for v, n in ratings["distribution"].items())

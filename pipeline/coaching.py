@@ -1,0 +1,95 @@
+"""Coaching replies: the user's message answered with their goal, plan, progress and recent history in mind.
+
+The user's own words (goal, answers, notes, the summary of older turns) reach the model as conversation
+content, never inside the system instruction: the system instruction is Rein's prompt alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.genai import types
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pipeline import prompts, views
+from pipeline.guard import OutputGuard
+from pipeline.llm import LLMError, model_content, user_content
+from pipeline.replies import Reply
+from pipeline.steps import Step
+from storage import checkins as checkin_store
+from storage import goals, turns
+from storage.db import Database
+from storage.models import Goal, Milestone, Plan, ProgressEntry, Resolution, Turn, User
+
+PROGRESS_IN_PROMPT = 7  # newest check-in answers the coach sees
+CONTEXT_ACK = "Understood. I'll coach with this in mind."
+
+
+@dataclass(frozen=True)
+class CoachingInputs:
+    """What a coaching prompt is built from, read in one session."""
+
+    user: User
+    goal: Goal
+    plan: Plan | None
+    resolution: Resolution | None
+    milestones: list[Milestone]
+    progress: list[ProgressEntry]
+    history: list[Turn]
+    backlog: bool  # more unsummarised turns than the window: fold the older ones into the summary
+
+
+def context_contents(context: str) -> list[types.Content]:
+    """The user's material as the opening exchange of the conversation (not the system instruction)."""
+    return [user_content("My goal, plan and progress, for you to keep in mind:\n\n" + context),
+            model_content(CONTEXT_ACK)]
+
+
+class Coaching:
+    """Reads a coaching prompt's inputs and writes the reply."""
+
+    def __init__(self, *, db: Database, guard: OutputGuard, history_turns: int = 12) -> None:
+        self.db = db
+        self.guard = guard
+        self.history_turns = history_turns
+
+    async def inputs(self, session: AsyncSession, user: User) -> CoachingInputs | None:
+        """Goal, plan, resolution, milestones, recent check-ins and history: four indexed queries whatever the
+        number of users or turns; None when the user has no active goal."""
+        assert user.id is not None
+        goal, plan, resolution = await goals.goal_context(session=session, goal_id=user.active_goal_id or 0,
+                                                          user_id=user.id)
+        if goal is None:
+            return None
+        milestones = await goals.milestones(session=session, plan_id=plan.id or 0) if plan else []
+        progress = await checkin_store.recent_progress(session=session, user_id=user.id, limit=PROGRESS_IN_PROMPT)
+        # One read serves the prompt and the backlog check: more than 2N unsummarised turns → summarise.
+        window = await turns.recent_turns(session=session, user_id=user.id, limit=2 * self.history_turns + 1)
+        backlog = len(window) > 2 * self.history_turns and (window[0].id or 0) > user.summary_upto_turn_id
+        return CoachingInputs(user=user, goal=goal, plan=plan, resolution=resolution, milestones=milestones,
+                              progress=progress, history=window[-self.history_turns:], backlog=backlog)
+
+    async def reply(self, step: Step, turn: Turn, inputs: CoachingInputs) -> list[Reply]:
+        """Answer `turn` (stored already) and store the answer, in one transaction with the step's usage."""
+        user = inputs.user
+        history = inputs.history
+        if not history or (history[-1].id or 0) < (turn.id or 0):  # read before the message was stored
+            history = [*history, turn][-self.history_turns:]
+        context = views.coaching_context(inputs.goal, inputs.resolution, inputs.plan, inputs.milestones,
+                                         user.summary, inputs.progress)
+        contents = [*context_contents(context), *views.history_contents(history, upto=turn)]
+        text = self.guard.check(await step.text(system=prompts.COACH.text, contents=contents), user=user.opaque_id)
+        async with self.db.session() as session:  # the user row read above is current: this turn holds its lock
+            written = await turns.add_turn(session=session, user=user, role="coach", kind="coaching", text=text,
+                                           trace_id=step.trace_id)
+            await turns.mark_answered(session=session, turn_id=turn.id or 0)
+            session.add_all(step.take_usage())
+        return [Reply.plain(text, kind="coaching", turn_id=written.id)]
+
+    async def inputs_for(self, user: User) -> CoachingInputs:
+        """The inputs read in a session of their own (a retry: nothing was read for it yet)."""
+        async with self.db.session() as session:
+            inputs = await self.inputs(session, user)
+        if inputs is None:
+            raise LLMError("internal", "no active goal")
+        return inputs

@@ -1,0 +1,61 @@
+"""Who is speaking, and their user row as every part of the coach loads it."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pipeline import logcontext
+from storage import users
+from storage.models import User
+
+MAX_INPUT = 4096  # Telegram's own limit: a user's message is stored whole
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """The Telegram user, their private chat and their client language."""
+
+    telegram_id: int
+    chat_id: int
+    language_code: str | None = None
+
+
+def clean_text(text: str) -> str:
+    """User text with control and zero-width characters removed, trimmed and capped."""
+    kept = []
+    for char in text:
+        category = unicodedata.category(char)
+        if char in "\n\t" or category not in ("Cc", "Cf") or char in "\u200d\u200c\u200e\u200f":
+            kept.append(char)
+    cleaned = re.sub(r"\n{3,}", "\n\n", "".join(kept)).strip()
+    if not any(unicodedata.category(char)[0] not in "CZ" for char in cleaned):
+        return ""  # only joiners, marks or spaces: nothing to answer
+    return cleaned[:MAX_INPUT]
+
+
+async def load(session: AsyncSession, speaker: Speaker) -> User:
+    """The speaker's user row (created on first contact), tagged on the task's log lines."""
+    user = await users.get_or_create_user(session=session, telegram_id=speaker.telegram_id,
+                                          chat_id=speaker.chat_id, language_code=speaker.language_code)
+    return seen(session, user)
+
+
+async def load_awaiting(session: AsyncSession, speaker: Speaker) -> tuple[User, str | None]:
+    """The speaker's user row and what a check-in waits for from them, in one query."""
+    user, awaiting = await users.get_or_create_user_awaiting(
+        session=session, telegram_id=speaker.telegram_id, chat_id=speaker.chat_id,
+        language_code=speaker.language_code)
+    return seen(session, user), awaiting
+
+
+def seen(session: AsyncSession, user: User) -> User:
+    """A user who writes to us no longer blocks the bot; log lines of this task carry their opaque id."""
+    logcontext.set_user(user.opaque_id)
+    if user.blocked:
+        user.blocked = False
+        session.add(user)
+    return user

@@ -1,0 +1,37 @@
+"""The coach's fixed texts that several parts share (each part keeps its own one-off texts beside its code)."""
+
+from __future__ import annotations
+
+from storage.models import Stage
+
+ERROR_TEXT = {
+    "busy": "The coaching model is overloaded right now. Your message is saved: tap Try again in a minute.",
+    "unavailable": "I couldn't reach the coaching model just now. Your message is saved: tap Try again.",
+    "timeout": "The coaching model took too long to answer. Your message is saved: tap Try again.",
+    "invalid": "The coaching model's answer came back garbled. Your message is saved: tap Try again.",
+    "empty": "The coaching model returned an empty answer. Your message is saved: tap Try again.",
+    "blocked": "The coaching model declined to answer that for safety reasons. Could you put it another way?",
+    "internal": "Something went wrong on my side. Your message is saved: tap Try again.",
+}
+SLOW_DOWN = ("You're writing faster than I can coach. I've kept every message: give me a minute, then "
+             "tap Try again or send your next one, and I'll answer with all of it in mind.")
+WELCOME = (
+    "Hi, I'm Rein, your goal coach. I help you turn something you want to change into a concrete plan, "
+    "then check in and keep you on track."
+)
+ASK_GOAL = "What do you want to achieve? Tell me in a sentence or two, e.g. \"get fit\" or \"learn Spanish\"."
+EXPIRED = "This button has expired."
+TRY_AGAIN = "Try again"
+PLAN_GONE = "This plan is no longer current. Send /plan to see the one in force."
+
+
+def stage_hint(stage: str) -> str:
+    """What the user can do next, where they stand."""
+    hints: dict[str, str] = {
+        Stage.NEW: ASK_GOAL,
+        Stage.CLARIFYING: "We were clarifying your goal: answer my last question, or tap Skip.",
+        Stage.PLAN_REVIEW: "Your draft plan is waiting: /plan to see it, then Accept or Adjust.",
+        Stage.ADJUSTING: "Tell me what to change in your plan, or /cancel.",
+        Stage.COACHING: "Tell me how it's going, or ask me anything about your plan.",
+    }
+    return hints.get(stage, "")
