@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from telegram import Update
 from telegram.constants import ParseMode
-from telegram.ext import ContextTypes
 
 from bot import render
-from bot.handlers import services
+from bot.context import ReinContext
 from pipeline.stats import stats_report
 
 NOT_ADMIN = "/stats is for Rein's admins only."
 
 
-async def stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def stats(update: Update, context: ReinContext) -> None:
     """/stats: users, activity, ratings, judge means, tokens and cost (admins only)."""
-    svc = services(context)
+    svc = context.services
     user, chat = update.effective_user, update.effective_chat
     if user is None or chat is None:
         return

@@ -79,12 +79,14 @@ class Metrics:
         """A check-in message went out."""
         self.checkins_sent.inc()
 
-    def counting_sends(self, send: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    def counting_sends(self, send: Callable[..., Awaitable[bool]]) -> Callable[..., Awaitable[bool]]:
         """The check-in scheduler's send function, counting each check-in that went out."""
 
-        async def counted(*args: Any, **kwargs: Any) -> None:
-            await send(*args, **kwargs)
-            self.checkin_sent()
+        async def counted(*args: Any, **kwargs: Any) -> bool:
+            sent = await send(*args, **kwargs)
+            if sent:
+                self.checkin_sent()
+            return sent
 
         return counted
 

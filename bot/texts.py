@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline import coach
+from pipeline import texts as pipeline_texts
 
 COMMANDS: list[tuple[str, str]] = [
     ("start", "Start, or see where you are"),
@@ -34,11 +34,10 @@ NOT_TEXT = (
 GROUPS = "I coach one-to-one only. Message me privately to work on your goals."
 UNKNOWN_COMMAND = "I don't know that command. /help lists the ones I understand."
 NOT_ALLOWED = "Rein is in a private beta and this account isn't on the list yet. Sorry!"
-EXPIRED = coach.EXPIRED
+EXPIRED = pipeline_texts.EXPIRED
 NOT_YOURS = "This button isn't for you."
 BUSY = "Something went wrong on my side. Please try again in a moment."
 STORAGE_DOWN = (
     "I can't reach my memory right now, so I couldn't save or answer that message. "
     "Please send it again in a minute."
 )
-SLOW_DOWN = "You're sending messages faster than I can coach. Give me a moment, then try again."

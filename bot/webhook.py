@@ -6,12 +6,9 @@ hands the updates to the Application. The same server answers `/healthz` (the pr
 `/readyz` (the database answers `SELECT 1` and Telegram answers getMe, cached) and `/metrics`
 (Prometheus text), in polling mode too.
 
-Order across replicas: a webhook request with an update from a user in a private chat is answered
-only once the update holds that user's lock (in-process, plus PostgreSQL's advisory lock when the
-database is shared), and the lock is kept until the update has been handled. So an update that
-arrives after the previous one was answered queues behind it, whichever replica gets it. A wait in
-line longer than `LINE_WAIT_S` answers anyway (the update keeps its place), so Telegram does not
-time out and send it again.
+Order: a webhook request is answered as soon as its update is queued; the application's update processor
+(`bot.ordering`) then handles each user's updates one at a time, in order, across replicas too (PostgreSQL
+advisory locks). No Telegram connection waits on a user's lock.
 
 A stop (SIGTERM or SIGINT) takes no more updates, lets the turns in flight finish (at most
 `SHUTDOWN_TIMEOUT_S`), flushes traces (bounded by `OPIK_FLUSH_TIMEOUT_S`) and closes the database.
@@ -25,7 +22,7 @@ import hmac
 import logging
 import signal
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -35,19 +32,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from telegram import Update
-from telegram.ext import Application
 
+from bot.app import build_application
+from bot.context import ReinApp
+from bot.inbox import Inbox
 from bot.metrics import CONTENT_TYPE
+from bot.ordering import PerUserOrder, private_user
+from bot.services import Services
 from pipeline.settings import Settings
-
-if TYPE_CHECKING:
-    from bot.app import Services
 
 logger = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
-LINE_WAIT_S = 25.0  # longest a webhook request waits for its place in the user's line
 GETME_CACHE_S = 60.0  # /readyz asks Telegram at most this often
 CHECK_TIMEOUT_S = 3.0  # each readiness check gives up after this long
 
@@ -58,8 +55,8 @@ def webhook_path(url: str) -> str:
     return path or "/telegram"
 
 
-def _services(app: Application) -> Services | None:
-    return app.bot_data.get("services")
+def _services(app: ReinApp) -> Services | None:
+    return app.bot_data.services
 
 
 class Runner:
@@ -69,7 +66,7 @@ class Runner:
     bot runs without it.
     """
 
-    def __init__(self, app: Application, settings: Settings) -> None:
+    def __init__(self, app: ReinApp, settings: Settings) -> None:
         self.app = app
         self.settings = settings
         self.stopping = False
@@ -78,9 +75,8 @@ class Runner:
         self.path = webhook_path(self.url) if self.webhook else ""
         secret = settings.telegram_webhook_secret
         self._secret = secret.get_secret_value().encode() if secret is not None else b""
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._waiting = 0
         self._getme_ok_at = float("-inf")
+        self.inbox: Inbox | None = None  # webhook mode: private updates are stored before they are acknowledged
         routes = [
             Route("/healthz", self._healthz, methods=["GET"]),
             Route("/readyz", self._readyz, methods=["GET"]),
@@ -110,7 +106,10 @@ class Runner:
         await self.app.start()
         svc = _services(self.app)
         if svc is not None:
-            svc.metrics.track_queue(lambda: self.app.update_queue.qsize() + self._waiting)
+            svc.metrics.track_queue(self.app.update_queue.qsize)
+            if self.webhook and isinstance(self.app.update_processor, PerUserOrder):
+                self.inbox = Inbox(self.app, self.app.update_processor, svc.db)
+                await self.inbox.recover()
         await self._start_server()
         if self.webhook:
             await self.app.bot.set_webhook(url=self.url, secret_token=self._secret.decode(),
@@ -144,7 +143,8 @@ class Runner:
         """Updates still queued or being handled."""
         svc = _services(self.app)
         running = svc.metrics.running if svc is not None else 0
-        return bool(self._tasks) or self.app.update_queue.qsize() > 0 or running > 0
+        draining = self.inbox is not None and self.inbox.busy
+        return self.app.update_queue.qsize() > 0 or running > 0 or draining
 
     async def stop(self) -> None:
         """Stop taking updates, finish what is in flight (bounded), flush traces, close the database."""
@@ -159,10 +159,8 @@ class Runner:
             if not self._busy():
                 break
             await asyncio.sleep(0.05)
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=2.0)
+        if self.inbox is not None:
+            await self.inbox.stop(timeout_s=0.5)  # what it did not handle stays stored for the next start
         if self.app.running:
             try:
                 await asyncio.wait_for(asyncio.shield(self.app.stop()), max(deadline - time.monotonic(), 1.0))
@@ -192,37 +190,16 @@ class Runner:
         svc = _services(self.app)
         if svc is not None:
             svc.metrics.updates.labels("webhook").inc()
-        await self._dispatch(update)
-        return Response(status_code=200)
-
-    async def _dispatch(self, update: Update) -> None:
-        user, chat, svc = update.effective_user, update.effective_chat, _services(self.app)
-        if user is None or chat is None or chat.type != "private" or svc is None:
+        user_id = private_user(update)
+        if user_id is None or self.inbox is None:
             await self.app.update_queue.put(update)
-            return
-        placed = asyncio.Event()
-        task = asyncio.create_task(self._in_line(svc, update, user.id, placed), name=f"update:{update.update_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        waiter = asyncio.create_task(placed.wait())
-        self._waiting += 1
+            return Response(status_code=200)
         try:
-            await asyncio.wait({task, waiter}, timeout=LINE_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self._waiting -= 1
-            waiter.cancel()
-        if not placed.is_set() and not task.done():
-            logger.warning("webhook.line_wait_exceeded update_id=%d", update.update_id)
-
-    async def _in_line(self, svc: Services, update: Update, user_id: int, placed: asyncio.Event) -> None:
-        try:
-            async with svc.locks.hold(user_id):
-                placed.set()
-                await self.app.update_processor.process_update(update, self.app.process_update(update))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("webhook.update_failed update_id=%d", update.update_id)
+            await self.inbox.accept(update, user_id, data)
+        except Exception as exc:  # not stored: Telegram must send it again
+            logger.warning("webhook.not_stored error=%s", type(exc).__name__)
+            return PlainTextResponse("storage unavailable", status_code=503)
+        return Response(status_code=200)
 
     async def _healthz(self, request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -275,8 +252,6 @@ class _QuietServer(uvicorn.Server):
 
 def make_runner(settings: Settings) -> Runner:
     """The Application and its server: webhook mode when TELEGRAM_WEBHOOK_URL is set, long polling otherwise."""
-    from bot.app import build_application
-
     return Runner(build_application(settings), settings)
 
 

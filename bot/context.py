@@ -1,0 +1,36 @@
+"""The typed callback context: every handler reads Rein's services as `context.services`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from telegram import InlineKeyboardMarkup
+from telegram.ext import Application, CallbackContext, ContextTypes, ExtBot
+
+from bot.services import Services
+
+
+class BotData:
+    """What the application keeps across updates (python-telegram-bot's `bot_data`, as a class)."""
+
+    def __init__(self) -> None:
+        self.services: Services | None = None  # created in post_init
+        # The keyboard each recent message has, as Rein last set it (see `bot.replying.edit_markup`).
+        self.markups: dict[tuple[int, int], InlineKeyboardMarkup | None] = {}
+        self.groups_told: set[int] = set()  # groups already told that Rein coaches one-to-one
+
+
+class ReinContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], BotData]):
+    """python-telegram-bot's context with Rein's services."""
+
+    @property
+    def services(self) -> Services:
+        """The services created at start-up."""
+        services = self.bot_data.services
+        if services is None:
+            raise RuntimeError("Rein's services are not started")
+        return services
+
+
+CONTEXT_TYPES = ContextTypes(context=ReinContext, bot_data=BotData)
+ReinApp = Application[ExtBot[None], ReinContext, dict[Any, Any], dict[Any, Any], BotData, Any]
