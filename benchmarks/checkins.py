@@ -91,7 +91,9 @@ async def _fanout(bot_url: str, gemini_url: str, users: int, rate: float, first_
     assert app.post_init is not None
     await app.post_init(app)
     try:
-        scheduler = app.bot_data["services"].checkin_scheduler
+        assert app.bot_data.services is not None
+        scheduler = app.bot_data.services.checkins.scheduler
+        assert scheduler is not None
         started = time.perf_counter()
         stats = await scheduler.run_due(due + timedelta(seconds=30))
         elapsed = time.perf_counter() - started
@@ -121,25 +123,27 @@ def _startup_child(database_url: str, bot_url: str, gemini_url: str) -> dict[str
 
     async def main() -> dict[str, Any]:
         from bot.app import build_application
-        from pipeline.coach import Who
+        from pipeline.speaker import Speaker
 
         settings = _settings(bot_url, gemini_url, database_url, 30.0).model_copy(update={"checkin_scheduler": True})
         app = build_application(settings)
         await app.initialize()
         assert app.post_init is not None
         await app.post_init(app)
-        svc = app.bot_data["services"]
-        assert svc.checkin_scheduler.running, "on SQLite this process leads, so the scheduler runs"
+        svc = app.bot_data.services
+        assert svc is not None
+        scheduler = svc.checkins.scheduler
+        assert scheduler is not None and scheduler.running, "on SQLite this process leads, so the scheduler runs"
         ready = time.perf_counter() - started
         rss = _rss_mb()
         costs = []
         for i in range(200):
-            who = Who(telegram_id=FIRST_ID + i, chat_id=FIRST_ID + i)
+            who = Speaker(telegram_id=FIRST_ID + i, chat_id=FIRST_ID + i)
             t0 = time.perf_counter()
-            await svc.checkins.command(who, "07:30" if i % 2 else "19:15 mon,wed,fri")
+            await svc.checkins.prefs.command(who, "07:30" if i % 2 else "19:15 mon,wed,fri")
             costs.append(time.perf_counter() - t0)
         pass_t0 = time.perf_counter()
-        idle = await svc.checkin_scheduler.run_due(datetime.now(UTC) - timedelta(days=1))
+        idle = await scheduler.run_due(datetime.now(UTC) - timedelta(days=1))
         idle_pass = time.perf_counter() - pass_t0
         assert app.post_shutdown is not None
         await app.post_shutdown(app)

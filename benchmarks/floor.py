@@ -77,19 +77,21 @@ def _history() -> list[Any]:
 
 
 async def _gemini(gemini: str, path: str) -> float:
+    from google import genai
     from google.genai import types
 
     from pipeline.llm import LLM
 
     llm = LLM(api_key="bench-key", model="gemini-2.5-flash", base_url=gemini)
+    client = genai.Client(api_key="bench-key", http_options=types.HttpOptions(base_url=gemini))
     contents, system = _history(), "You are a coach. " * 40
     config = types.GenerateContentConfig(system_instruction=system, temperature=0.7)
 
     async def one() -> None:
         if path == "sdk":
-            await llm._client.aio.models.generate_content(model=llm.model, contents=contents, config=config)
+            await client.aio.models.generate_content(model=llm.model, contents=contents, config=config)
         else:
-            await llm.text(system=system, contents=contents)
+            await llm.generate(contents, config)
 
     try:
         await asyncio.gather(*[one() for _ in range(40)])
@@ -99,6 +101,7 @@ async def _gemini(gemini: str, path: str) -> float:
         return (time.process_time() - started) * 1000 / CALLS
     finally:
         await llm.aclose()
+        await client.aio.aclose()
 
 
 async def _statement(url: str) -> float:
@@ -138,7 +141,8 @@ def _opik(opik_url: str) -> float:
         with tracer.turn("coach.coaching", thread_id=f"t{n % 50}", input={"message": "how is my week going?"},
                          metadata=metadata, tags=["coaching"]) as trace, \
                 tracer.llm_call(model="gemini-2.5-flash", input=span_input) as call:
-            call.record("Coach: " + "z" * 300, prompt_tokens=600, output_tokens=80, finish_reason="STOP")
+            call.record("Coach: " + "z" * 300, prompt_tokens=600, output_tokens=80, cost_usd=0.0004,
+                        metadata={"finish_reason": "STOP"})
             trace.set_output({"reply": "Coach: " + "z" * 300})
 
     for n in range(40):

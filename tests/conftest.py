@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -18,7 +19,8 @@ os.environ.setdefault("OPIK_PROJECT_NAME", "rein-test")
 for _name in ("TELEGRAM_BOT_TOKEN", "GEMINI_API_KEY", "DATABASE_URL", "OPIK_API_KEY", "OPIK_WORKSPACE"):
     os.environ.pop(_name, None)
 
-from bot.app import Services, build_application  # noqa: E402
+from bot.app import build_application  # noqa: E402
+from bot.services import Services  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from tests.fakes import FakeBotAPI, FakeGemini, OpikStub  # noqa: E402
 
@@ -118,11 +120,20 @@ class Harness:
     app: Any
     bot_api: FakeBotAPI
     gemini: FakeGemini
+    created_before: int = 0  # updates produced before this bot started (another bot handled them)
 
     @property
     def services(self) -> Services:
         """The bot's services."""
-        return self.app.bot_data["services"]  # type: ignore[no-any-return]
+        services = self.app.bot_data.services
+        assert services is not None
+        return services
+
+    async def settled(self, timeout: float = 10.0) -> None:
+        """Every update users have produced so far has been handled by the bot: a positive signal (the bot's
+        count of handled updates), never a fixed sleep; after it, "the bot sent nothing more" means something."""
+        order = self.app.update_processor
+        await order.wait_processed(self.bot_api.updates_created - self.created_before, timeout)
 
     async def say(self, user_id: int, text: str, *, expect: int = 1, timeout: float = 10.0, **kw: Any) -> list[Any]:
         """Send text as a user; wait for `expect` new bot messages in that chat and return them."""
@@ -172,6 +183,16 @@ async def harness(bot_api: FakeBotAPI, gemini: FakeGemini, sqlite_url: str) -> A
     await stop_bot(app)
 
 
+class Clock:
+    """A clock a test moves by hand (the check-ins' `clock`)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
 async def settle(seconds: float = 0.3) -> None:
     """Give the bot a moment to (not) react, for asserting that nothing more was sent."""
     await asyncio.sleep(seconds)
@@ -179,11 +200,11 @@ async def settle(seconds: float = 0.3) -> None:
 
 async def user_snapshot(h: Harness, user_id: int) -> dict[str, Any]:
     """Everything stored about a user (their /export), minus the activity timestamp that any press moves."""
-    from storage import repository as repo
+    from storage import account, users
 
     async with h.services.db.session() as session:
-        user = await repo.get_user(session=session, telegram_id=user_id)
+        user = await users.get_user(session=session, telegram_id=user_id)
         assert user is not None
-        data = await repo.export_user(session=session, user=user)
+        data = await account.export_user(session=session, user=user)
     data["user"].pop("last_active_at", None)
     return data

@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pipeline.coach import ADMISSION
+import pytest
+
+from pipeline import speaker
+from pipeline.conversation import ADMISSION
 from tests.conftest import Harness
 
 USERS = [7100 + n for n in range(ADMISSION * 2 + 4)]
 
 
-async def test_a_burst_is_admitted_in_arrival_order_a_few_at_a_time(harness: Harness) -> None:
+async def test_a_burst_is_admitted_in_arrival_order_a_few_at_a_time(harness: Harness,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Messages of many users at one moment reach the store-and-read step in arrival order, ADMISSION at a
     time, and every user gets an answer."""
-    coach = harness.services.coach
-    speaker, store = coach._speaker, coach._store_text
+    conversation = harness.services.conversation
+    read, store = speaker.load_awaiting, conversation._store_text
     admitted: list[int] = []
     inside = peak = 0
 
@@ -25,7 +29,7 @@ async def test_a_burst_is_admitted_in_arrival_order_a_few_at_a_time(harness: Har
         inside += 1
         peak = max(peak, inside)
         await asyncio.sleep(0.05)  # long enough that the others pile up behind the gate
-        return await speaker(session, who)
+        return await read(session, who)
 
     async def stored(session: Any, who: Any, user: Any, text: str) -> Any:  # the step's last call
         nonlocal inside
@@ -34,8 +38,8 @@ async def test_a_burst_is_admitted_in_arrival_order_a_few_at_a_time(harness: Har
         finally:
             inside -= 1
 
-    coach._speaker = first_read  # type: ignore[method-assign]
-    coach._store_text = stored  # type: ignore[method-assign]
+    monkeypatch.setattr(speaker, "load_awaiting", first_read)
+    monkeypatch.setattr(conversation, "_store_text", stored)
     for user in USERS:  # queued together: one getUpdates batch
         harness.bot_api.user_sends(user, "Learn to swim 400 m")
     for user in USERS:

@@ -12,22 +12,12 @@ import pytest
 from sqlalchemy import select, update
 
 from pipeline.chart import count_bars, decode_png
-from pipeline.checkins import CheckinScheduler
+from pipeline.checkins.scheduler import CheckinScheduler
 from storage.models import CheckinPrefs, CheckinSchedule, CheckinSend, ProgressEntry, Stage, Turn, User
-from tests.conftest import Harness, make_settings, settle, start_bot, stop_bot
+from tests.conftest import Clock, Harness, make_settings, settle, start_bot, stop_bot
 
 ANN = 4001
 BOB = 4002
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
@@ -41,7 +31,7 @@ async def ck(bot_api, gemini, sqlite_url) -> AsyncIterator[Harness]:
 def clock_at(h: Harness, when: datetime) -> Clock:
     """Put the check-in service on a hand-moved clock."""
     clock = Clock(when)
-    h.services.checkins.clock = clock
+    h.services.checkins.core.clock = clock
     return clock
 
 
@@ -53,7 +43,7 @@ def local(zone: str, *args: int) -> datetime:
 async def tick(h: Harness, clock: Clock, when: datetime) -> Any:
     """Move the clock and run one scheduler pass at that time."""
     clock.now = when
-    scheduler = h.services.checkin_scheduler
+    scheduler = h.services.checkins.scheduler
     assert scheduler is not None
     return await scheduler.run_due(when)
 
@@ -181,7 +171,8 @@ async def test_a_due_checkin_is_written_by_the_coach_with_answer_buttons_and_rat
     assert labels[:4] == ["✅ Done", "🟡 Partly", "❌ Missed", "⏰ Snooze 1 h"]
     assert labels[4:] == ["☆1", "☆2", "☆3", "☆4", "☆5"]
     request = ck.gemini.requests[-1]
-    assert "scheduled check-in" in request.system and "This week's actions" in request.system
+    assert "scheduled check-in" in request.system and "This week's actions" in " ".join(request.user_texts)
+    assert "This week's actions" not in request.system, "the user's plan is conversation, not instruction"
     assert "Streak: 0" in request.last_user_text
     [turn] = await rows(ck, Turn, Turn.kind == "checkin", Turn.role == "coach")
     assert turn.text == message.text
@@ -209,7 +200,8 @@ async def test_a_tap_records_progress_the_coach_answers_and_a_note_can_follow(ck
     assert (entry.status, entry.note, entry.local_date) == ("done", "ran 5 km in the rain", date(2026, 11, 29))
     coach = (await ck.say(ANN, "What should I do tomorrow?"))[0]
     assert coach.text.startswith("Coach"), "after the note, texts go to the coach again"
-    assert "2026-11-29: done (ran 5 km in the rain)" in ck.gemini.requests[-1].system, "the coach sees progress"
+    assert "2026-11-29: done (ran 5 km in the rain)" in " ".join(ck.gemini.requests[-1].user_texts), \
+        "the coach sees progress"
 
 
 async def test_three_misses_in_a_row_offer_to_adjust_the_plan(ck: Harness) -> None:
@@ -395,8 +387,8 @@ async def test_the_timer_fires_a_checkin_set_for_the_next_moment(bot_api, gemini
         async with h.services.db.session() as session:
             await session.execute(update(CheckinSchedule).where(CheckinSchedule.kind == "checkin")
                                   .values(next_due_at=when))
-        assert h.services.checkin_scheduler is not None
-        h.services.checkin_scheduler.poke(when)
+        assert h.services.checkins.scheduler is not None
+        h.services.checkins.scheduler.poke(when)
         await bot_api.wait_for(lambda: len(checkins_in(h, ANN)) == 1, timeout=3)
         await settle(0.5)
         assert len(checkins_in(h, ANN)) == 1
@@ -404,46 +396,70 @@ async def test_the_timer_fires_a_checkin_set_for_the_next_moment(bot_api, gemini
         await stop_bot(app)
 
 
-async def test_a_crash_after_the_claim_loses_that_checkin_rather_than_sending_it_twice(ck: Harness) -> None:
-    """Claimed but not sent (the process died): a restarted scheduler does not send it again."""
+async def test_a_claim_never_handed_to_telegram_is_delivered_once_after_a_crash(ck: Harness) -> None:
+    """Claimed, then the process died before sending: the next pass delivers it, once, and records it sent."""
     clock = clock_at(ck, local("Europe/Berlin", 2026, 11, 28, 9, 0))
     await set_up(ck, ANN, "Europe/Berlin", "08:00")
     due = local("Europe/Berlin", 2026, 11, 29, 8, 0)
     clock.now = due
-    claimed, _ = await ck.services.checkins.claim_due(due, 100)  # the crash: claimed, never delivered
+    claimed, _ = await ck.services.checkins.dispatch.claim_due(due, 100)  # the crash: claimed, never delivered
     assert len(claimed) == 1
-    restarted = CheckinScheduler(checkins=ck.services.checkins, send=ck.services.checkin_scheduler.send)
-    assert (await restarted.run_due(due + timedelta(minutes=1))).sent == 0
+    scheduler = ck.services.checkins.scheduler
+    assert scheduler is not None
+    restarted = CheckinScheduler(dispatch=ck.services.checkins.dispatch, send=scheduler.send)
+    stats = await restarted.run_due(due + timedelta(minutes=1))
+    assert (stats.recovered, stats.sent) == (1, 1)
+    assert len(checkins_in(ck, ANN)) == 1
+    [send] = await rows(ck, CheckinSend)
+    assert send.status == "sent" and send.turn_id is not None
+    assert (await restarted.run_due(due + timedelta(minutes=2))).sent == 0, "never twice"
+    assert len(checkins_in(ck, ANN)) == 1
+
+
+async def test_a_claim_found_too_late_is_marked_expired_not_sent(ck: Harness) -> None:
+    """Claimed, then down for longer than the grace window: the claim ends as expired, with why; nothing is sent."""
+    clock = clock_at(ck, local("Europe/Berlin", 2026, 11, 28, 9, 0))
+    await set_up(ck, ANN, "Europe/Berlin", "08:00")
+    due = local("Europe/Berlin", 2026, 11, 29, 8, 0)
+    clock.now = due
+    await ck.services.checkins.dispatch.claim_due(due, 100)
+    clock.now = due + timedelta(hours=3)
+    scheduler = ck.services.checkins.scheduler
+    assert scheduler is not None
+    await scheduler.run_due(due + timedelta(hours=3))
     assert checkins_in(ck, ANN) == []
     [send] = await rows(ck, CheckinSend)
-    assert send.status == "claimed"
+    assert (send.status, send.reason) == ("expired", "not sent within the grace window")
 
 
 async def test_a_crash_between_send_and_record_still_sends_exactly_once(ck: Harness) -> None:
-    """Sent, then the process died before recording it: after the restart nothing is sent again."""
+    """Sent, then the process died before recording it: after the restart nothing is sent again, and the send is
+    marked uncertain."""
     clock = clock_at(ck, local("Europe/Berlin", 2026, 11, 28, 9, 0))
     await set_up(ck, ANN, "Europe/Berlin", "08:00")
-    scheduler = ck.services.checkin_scheduler
+    scheduler = ck.services.checkins.scheduler
     assert scheduler is not None
     real_send = scheduler.send
 
     class Crash(BaseException):
         """The process dies right after Telegram took the message."""
 
-    async def send_then_die(chat_id: int, telegram_id: int, replies: list[Any]) -> None:
-        await real_send(chat_id, telegram_id, replies)
+    async def send_then_die(chat_id: int, telegram_id: int, replies: list[Any], begin: Any) -> bool:
+        await real_send(chat_id, telegram_id, replies, begin)
         raise Crash
 
-    crashing = CheckinScheduler(checkins=ck.services.checkins, send=send_then_die)
+    crashing = CheckinScheduler(dispatch=ck.services.checkins.dispatch, send=send_then_die)
     due = local("Europe/Berlin", 2026, 11, 29, 8, 0)
     clock.now = due
     with pytest.raises(Crash):
         await crashing.run_due(due)
     assert len(checkins_in(ck, ANN)) == 1
-    restarted = CheckinScheduler(checkins=ck.services.checkins, send=real_send)
+    restarted = CheckinScheduler(dispatch=ck.services.checkins.dispatch, send=real_send)
     for minutes in (0, 1, 30):
         await restarted.run_due(due + timedelta(minutes=minutes))
     assert len(checkins_in(ck, ANN)) == 1
+    [send] = await rows(ck, CheckinSend)
+    assert send.status == "uncertain"
     ck.bot_api.drop_next("sendMessage")  # a dropped connection is retried by the sender, still one message
     await restarted.run_due(local("Europe/Berlin", 2026, 11, 30, 8, 0))
     assert len(checkins_in(ck, ANN)) == 2
@@ -486,7 +502,7 @@ async def test_a_milestone_is_marked_reached_from_progress_by_its_owner_only(ck:
     again = (await ck.say(ANN, "/progress"))[0]
     assert "Milestones: 1 of" in (again.caption or "")
     await ck.say(ANN, "How am I doing?")
-    assert "(reached)" in ck.gemini.requests[-1].system
+    assert "(reached)" in " ".join(ck.gemini.requests[-1].user_texts)
 
 
 def test_the_chart_is_a_valid_png_with_one_bar_per_week() -> None:
@@ -524,9 +540,10 @@ async def test_export_includes_and_delete_removes_schedules_and_progress(ck: Har
 
 async def test_claims_are_unique_and_due_schedules_move_on_sqlite_and_postgres(database_url: str) -> None:
     """A (schedule, due time) is claimed once; a claimed schedule moves to its next occurrence (both databases)."""
-    from pipeline.checkins import Checkins
+    from pipeline.checkins.core import CheckinCore
+    from pipeline.checkins.dispatch import Dispatch
     from storage import checkins as store
-    from storage import repository as repo
+    from storage import users
     from storage.db import Database
 
     db = Database(database_url)
@@ -534,12 +551,12 @@ async def test_claims_are_unique_and_due_schedules_move_on_sqlite_and_postgres(d
     try:
         due = local("Europe/Berlin", 2026, 11, 29, 8, 0)
         async with db.session() as session:
-            user = await repo.get_or_create_user(session=session, telegram_id=ANN, chat_id=ANN)
+            user = await users.get_or_create_user(session=session, telegram_id=ANN, chat_id=ANN)
             user.timezone = "Europe/Berlin"
             session.add(user)
             row = await store.put_schedule(session=session, user_id=user.id or 0, kind="checkin",
                                            local_time="08:00", days=127, next_due_at=due)
-        service = Checkins(db=db, llm=None, tracer=None, clock=lambda: due)  # type: ignore[arg-type]
+        service = Dispatch(CheckinCore(db=db, steps=None, clock=lambda: due))  # type: ignore[arg-type]
         claimed, stats = await service.claim_due(due + timedelta(seconds=30), 10)
         assert [(c.telegram_id, c.due_at) for c in claimed] == [(ANN, due)] and stats.seen == 1
         async with db.session() as session:
@@ -631,9 +648,10 @@ async def test_the_sunday_review_sums_up_the_week_and_asks_one_question(ck: Harn
 
 async def test_several_missed_occurrences_fold_into_one_send(sqlite_url: str) -> None:
     """Down for three days with a long grace window: one check-in for the latest occurrence, not three."""
-    from pipeline.checkins import Checkins
+    from pipeline.checkins.core import CheckinCore
+    from pipeline.checkins.dispatch import Dispatch
     from storage import checkins as store
-    from storage import repository as repo
+    from storage import users
     from storage.db import Database
 
     db = Database(sqlite_url)
@@ -641,13 +659,13 @@ async def test_several_missed_occurrences_fold_into_one_send(sqlite_url: str) ->
     try:
         first = local("Europe/Berlin", 2026, 11, 26, 8, 0)
         async with db.session() as session:
-            user = await repo.get_or_create_user(session=session, telegram_id=ANN, chat_id=ANN)
+            user = await users.get_or_create_user(session=session, telegram_id=ANN, chat_id=ANN)
             user.timezone = "Europe/Berlin"
             session.add(user)
             await store.put_schedule(session=session, user_id=user.id or 0, kind="checkin", local_time="08:00",
                                      days=127, next_due_at=first)
         now = local("Europe/Berlin", 2026, 11, 29, 9, 0)
-        service = Checkins(db=db, llm=None, tracer=None, grace_s=4 * 86400, clock=lambda: now)  # type: ignore[arg-type]
+        service = Dispatch(CheckinCore(db=db, steps=None, grace_s=4 * 86400, clock=lambda: now))  # type: ignore[arg-type]
         claimed, _ = await service.claim_due(now, 10)
         assert [c.due_at for c in claimed] == [local("Europe/Berlin", 2026, 11, 29, 8, 0)]
         assert await service.earliest_due() == local("Europe/Berlin", 2026, 11, 30, 8, 0)

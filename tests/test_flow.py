@@ -66,7 +66,9 @@ async def test_goal_to_accepted_plan_to_coaching(harness: Harness) -> None:
     assert reply.text.startswith("Coach")
 
     coaching_request = harness.gemini.requests[-1]
-    assert "Plan summary" in coaching_request.system and "Goal: I want to get fit" in coaching_request.system
+    context = " ".join(coaching_request.user_texts)
+    assert "Plan summary" in context and "Goal: I want to get fit" in context
+    assert "I want to get fit" not in coaching_request.system, "the user's words never enter the system instruction"
     assert coaching_request.last_user_text == "How should I start this week?"
     user = await _user(harness, ANN)
     assert user.stage == Stage.COACHING

@@ -15,10 +15,10 @@ from sqlalchemy import func, select
 
 from bot.render import ACTION_CODES, RATE_CODE
 from pipeline import prompts
-from pipeline.coach import SLOW_DOWN
 from pipeline.guard import REFUSAL, OutputGuard, system_prompts
 from pipeline.ratelimit import SlidingWindow
-from storage import repository as repo
+from pipeline.texts import SLOW_DOWN
+from storage import users
 from storage.models import Goal, Turn, User
 from tests.conftest import Harness, make_settings, settle, start_bot, stop_bot, user_snapshot
 from tests.fakes.botapi import contact, dice, document, location, photo, poll, sticker, voice
@@ -99,12 +99,12 @@ async def test_a_user_who_blocks_and_unblocks_is_tracked(harness: Harness) -> No
     await harness.bot_api.wait_for(lambda: harness.bot_api.pending_updates == 0)
     await settle(0.2)
     async with harness.services.db.session() as session:
-        assert (await repo.get_user(session=session, telegram_id=ANN)).blocked  # type: ignore[union-attr]
+        assert (await users.get_user(session=session, telegram_id=ANN)).blocked  # type: ignore[union-attr]
     harness.bot_api.unblock(ANN)
     await harness.bot_api.wait_for(lambda: harness.bot_api.pending_updates == 0)
     await settle(0.2)
     async with harness.services.db.session() as session:
-        assert not (await repo.get_user(session=session, telegram_id=ANN)).blocked  # type: ignore[union-attr]
+        assert not (await users.get_user(session=session, telegram_id=ANN)).blocked  # type: ignore[union-attr]
 
 
 # ----- odd text -----------------------------------------------------------------------------------
@@ -319,14 +319,14 @@ async def test_a_flooding_user_gets_one_notice_and_bounded_llm_calls_while_other
               f"{len(ann_calls)} Gemini calls; Bob answered in {bob_latency * 1000:.0f} ms")
         assert bob_latency < 3, "Bob is answered while Ann floods"
         async with h.services.db.session() as session:
-            ann = await repo.get_user(session=session, telegram_id=ANN)
+            ann = await users.get_user(session=session, telegram_id=ANN)
             assert ann is not None
             stored = await session.scalar(select(func.count()).select_from(Turn).where(
                 Turn.user_id == ann.id, Turn.role == "user", Turn.text.startswith("flood")))  # type: ignore[attr-defined]
         assert stored == 50, "every message is kept"
 
         # A minute later (the limiter's clock moved on) Ann is answered again, with the flood in her history.
-        limiter = h.services.coach.limiter
+        limiter = h.services.steps.flood
         assert limiter is not None
         offset = time.monotonic() + 61
         limiter.clock = lambda: offset

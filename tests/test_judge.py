@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from bot import handlers
+from bot.replying import send_replies
 from storage.models import Judgement, LLMUsage, Turn, User
 from tests.conftest import Harness, make_settings, start_bot, stop_bot
 from tests.fakes import Fault
@@ -103,10 +103,10 @@ async def test_quiet_session_gets_a_prompt_and_thread_scores(judged: Harness, op
     await judged.say(ANN, "Read a chapter today")
     async with judged.services.db.session() as session:
         thread_id = (await session.scalars(select(User.thread_id))).one()
-    coach = judged.services.coach
-    closed = await coach.close_quiet_threads(quiet_s=60, now=datetime.now(UTC) + timedelta(minutes=5))
+    sessions = judged.services.sessions
+    closed = await sessions.close_quiet(quiet_s=60, now=datetime.now(UTC) + timedelta(minutes=5))
     assert [c.thread_id for c in closed] == [thread_id] and closed[0].prompt is not None
-    await handlers.send_replies(_Ctx(judged.app), ANN, [closed[0].prompt])
+    await send_replies(judged.app.bot, ANN, [closed[0].prompt])
     prompt = judged.bot_api.messages(ANN)[-1]
     assert "How was this session?" in prompt.text
     await judged.services.judge.judge_thread(closed[0].user_id, thread_id)
@@ -115,12 +115,12 @@ async def test_quiet_session_gets_a_prompt_and_thread_scores(judged: Harness, op
     await opik_stub.wait_for(lambda: {"session_rating", "judge_thread_session_quality"} <= {
         s["name"] for s in opik_stub.thread_feedback_scores if s.get("thread_id") == thread_id}, timeout=10)
 
-    again = await coach.close_quiet_threads(quiet_s=60, now=datetime.now(UTC) + timedelta(minutes=10))
+    again = await sessions.close_quiet(quiet_s=60, now=datetime.now(UTC) + timedelta(minutes=10))
     assert again == [], "a closed thread is not closed twice"
     await judged.say(ANN, "Back again")
     async with judged.services.db.session() as session:
         assert (await session.scalars(select(User.thread_id))).one() != thread_id, "a new message opens a new thread"
-    later = await coach.close_quiet_threads(quiet_s=60, now=datetime.now(UTC) + timedelta(hours=2))
+    later = await sessions.close_quiet(quiet_s=60, now=datetime.now(UTC) + timedelta(hours=2))
     assert later and later[0].prompt is None, "no second prompt within a day"
 
 
@@ -136,14 +136,6 @@ async def test_usage_and_cost_are_recorded_per_llm_call(bot_api, gemini, sqlite_
         assert all(r.prompt_tokens > 0 and r.output_tokens > 0 and r.cost_usd > 0 for r in rows)
     finally:
         await stop_bot(app)
-
-
-class _Ctx:
-    """The slice of a handler context that send_replies uses."""
-
-    def __init__(self, app) -> None:
-        self.bot = app.bot
-        self.application = app
 
 
 async def test_stats_shows_admins_the_figures_and_refuses_others(bot_api, gemini, sqlite_url) -> None:

@@ -1,95 +1,107 @@
-"""The LLM adapter's direct request path: the same request as google-genai's model layer, less of its work."""
+"""The LLM adapter over google-genai's public client: what goes on the wire, retries, and failures as LLMError."""
 
 from __future__ import annotations
 
-from typing import Any
+import time
 
 import pytest
 from google import genai
 from google.genai import errors, types
-from google.genai import models as genai_models
 
-from pipeline.llm import LLM, LLMError, model_content, plain_request_body, user_content
+from pipeline.llm import LLM, LLMError, model_content, text_config, user_content
 from tests.fakes.gemini import FakeGemini, Fault
 
 HISTORY = [user_content("I want to run 10 km"), model_content("Good: start with 3 × 20 min"),
            user_content("Día 1 hecho ✅ — and \"quotes\", <tags> & emoji 🏃‍♀️")]
 
 
-def sdk_body(contents: list[types.Content], config: types.GenerateContentConfig) -> dict[str, Any]:
-    """The body google-genai's own model layer builds for these contents and config."""
-    client = genai.Client(api_key="k", http_options=types.HttpOptions(base_url="http://127.0.0.1:9"))
-    params = types._GenerateContentParameters(model="gemini-2.5-flash", contents=contents, config=config)
-    body = genai_models._GenerateContentParameters_to_mldev(client._api_client, params, None, params)
-    return {k: v for k, v in body.items() if not k.startswith("_") and k != "config"}
-
-
-@pytest.mark.parametrize("config", [
-    types.GenerateContentConfig(system_instruction="You are a coach.", temperature=0.7),
-    types.GenerateContentConfig(system_instruction="Only a system prompt"),
-    types.GenerateContentConfig(temperature=0.0),
-    types.GenerateContentConfig(),
-])
-def test_plain_body_is_the_one_the_sdk_builds(config: types.GenerateContentConfig) -> None:
-    """For text parts, a system prompt and a temperature, the direct body equals the SDK's own conversion."""
-    for contents in (HISTORY, HISTORY[:1], [types.Content(role="user", parts=[types.Part(text="a"),
-                                                                                types.Part(text="b")])]):
-        assert plain_request_body(contents, config) == sdk_body(contents, config)
-
-
-@pytest.mark.parametrize(("contents", "config"), [
-    (HISTORY, types.GenerateContentConfig(response_mime_type="application/json")),
-    (HISTORY, types.GenerateContentConfig(system_instruction="s", max_output_tokens=10)),
-    ([types.Content(role="user", parts=[types.Part.from_bytes(data=b"\x89PNG", mime_type="image/png")])],
-     types.GenerateContentConfig()),
-    ([types.Content(role="user", parts=[])], types.GenerateContentConfig()),
-    ([types.Content(parts=[types.Part(text="no role")])], types.GenerateContentConfig()),
-    ([types.Content(role="user", parts=[types.Part(text="thinking", thought=True)])], types.GenerateContentConfig()),
-])
-def test_anything_but_a_plain_request_takes_the_sdk_path(contents: list[types.Content],
-                                                        config: types.GenerateContentConfig) -> None:
-    """Schemas, other settings, non-text or flagged parts and missing roles get no direct body."""
-    assert plain_request_body(contents, config) is None
-
-
-async def test_a_coaching_request_on_the_wire_matches_the_sdk_and_parses_the_same(gemini: FakeGemini) -> None:
-    """LLM.text sends the path and body the SDK would, and reads the answer and usage the same way."""
+async def test_a_request_on_the_wire_is_the_sdks_own(gemini: FakeGemini) -> None:
+    """LLM.generate sends exactly the path and body google-genai's public client sends, and reads the same answer."""
     llm = LLM(api_key="test-key", model="gemini-2.5-flash", base_url=gemini.url)
     sdk = genai.Client(api_key="test-key", http_options=types.HttpOptions(base_url=gemini.url))
-    config = types.GenerateContentConfig(system_instruction="You are a coach.", temperature=0.7)
+    config = text_config("You are a coach.", 0.7)
     try:
-        text = await llm.text(system="You are a coach.", contents=HISTORY)
-        direct = gemini.requests[-1]
-        answer = await sdk.aio.models.generate_content(model="gemini-2.5-flash", contents=HISTORY, config=config)
+        answer = await llm.generate(HISTORY, config)
+        ours = gemini.requests[-1]
+        theirs = await sdk.aio.models.generate_content(model="gemini-2.5-flash", contents=HISTORY, config=config)
         public = gemini.requests[-1]
     finally:
         await llm.aclose()
         await sdk.aio.aclose()
-    assert (direct.path, direct.body) == (public.path, public.body)
-    assert text == (answer.text or "").strip() and text.startswith("Coach: Día 1 hecho")
+    assert (ours.path, ours.body) == (public.path, public.body)
+    assert answer.text == theirs.text and answer.text.startswith("Coach: Día 1 hecho")
+    assert answer.usage.prompt_tokens > 0 and answer.usage.output_tokens > 0
+    assert answer.usage.prompt_tokens == (theirs.usage_metadata.prompt_token_count if theirs.usage_metadata else -1)
 
 
-async def test_gemini_errors_on_the_direct_path_are_the_sdks_and_are_retried(gemini: FakeGemini) -> None:
-    """A 503 then an answer: retried; a 400: the SDK's ClientError becomes an LLMError at once."""
+async def test_5xx_answers_are_retried_by_the_sdk_and_a_400_fails_at_once(gemini: FakeGemini) -> None:
+    """A 503 then an answer: retried (google-genai's HttpRetryOptions); a 400: one request, an LLMError."""
     llm = LLM(api_key="test-key", model="gemini-2.5-flash", base_url=gemini.url, backoff_s=0.01)
     try:
         gemini.queue(Fault.status(503), "fine now")
-        assert await llm.text(system="s", contents=HISTORY) == "fine now"
+        before = len(gemini.requests)
+        assert (await llm.generate(HISTORY, text_config("s", 0.7))).text == "fine now"
+        assert len(gemini.requests) - before == 2
         gemini.queue(Fault.status(400))
+        before = len(gemini.requests)
         with pytest.raises(LLMError) as caught:
-            await llm.text(system="s", contents=HISTORY)
+            await llm.generate(HISTORY, text_config("s", 0.7))
         assert isinstance(caught.value.__cause__, errors.ClientError) and caught.value.kind == "unavailable"
+        assert len(gemini.requests) - before == 1
     finally:
         await llm.aclose()
 
 
-async def test_a_model_name_the_sdk_refuses_falls_back_to_its_public_path(gemini: FakeGemini) -> None:
-    """No direct path for a name the SDK rejects: its own error surfaces, nothing is sent."""
+async def test_a_429_waits_as_long_as_the_server_asks_then_retries(gemini: FakeGemini) -> None:
+    """A 429 with retryDelay 0.3s is retried by Rein after about that long (the SDK cannot read the hint)."""
+    llm = LLM(api_key="test-key", model="gemini-2.5-flash", base_url=gemini.url, backoff_s=0.01)
+    try:
+        gemini.queue(Fault.status(429, retry_delay="0.3s"), "after the pause")
+        started = time.monotonic()
+        answer = await llm.generate(HISTORY, text_config("s", 0.7))
+        waited = time.monotonic() - started
+    finally:
+        await llm.aclose()
+    assert answer.text == "after the pause"
+    assert waited >= 0.3, "the server's retryDelay is honoured"
+
+
+async def test_a_429_that_persists_is_busy(gemini: FakeGemini) -> None:
+    """Every attempt answered 429: the call ends as LLMError("busy") after the configured attempts."""
+    llm = LLM(api_key="test-key", model="gemini-2.5-flash", base_url=gemini.url, backoff_s=0.01, attempts=2)
+    gemini.fail_always = Fault.status(429)
+    before = len(gemini.requests)
+    try:
+        with pytest.raises(LLMError) as caught:
+            await llm.generate(HISTORY, text_config("s", 0.7))
+    finally:
+        gemini.fail_always = None
+        await llm.aclose()
+    assert caught.value.kind == "busy" and len(gemini.requests) - before == 2
+
+
+async def test_a_model_name_the_sdk_refuses_is_an_llm_error_and_sends_nothing(gemini: FakeGemini) -> None:
+    """A name google-genai rejects client-side ends as LLMError("internal"), never as a raw exception."""
     llm = LLM(api_key="test-key", model="bad..model", base_url=gemini.url)
     sent = len(gemini.requests)
     try:
-        with pytest.raises(ValueError, match="invalid model"):
-            await llm.text(system="s", contents=HISTORY)
+        with pytest.raises(LLMError) as caught:
+            await llm.generate(HISTORY, text_config("s", 0.7))
     finally:
         await llm.aclose()
-    assert len(gemini.requests) == sent
+    assert caught.value.kind == "internal" and len(gemini.requests) == sent
+
+
+async def test_a_safety_block_is_blocked_and_an_empty_answer_is_empty(gemini: FakeGemini) -> None:
+    """finishReason SAFETY becomes LLMError("blocked"); no candidates becomes LLMError("empty")."""
+    llm = LLM(api_key="test-key", model="gemini-2.5-flash", base_url=gemini.url)
+    try:
+        gemini.queue(Fault.safety())
+        with pytest.raises(LLMError) as blocked:
+            await llm.generate(HISTORY, text_config("s", 0.7))
+        gemini.queue(Fault.empty_candidates())
+        with pytest.raises(LLMError) as empty:
+            await llm.generate(HISTORY, text_config("s", 0.7))
+    finally:
+        await llm.aclose()
+    assert (blocked.value.kind, empty.value.kind) == ("blocked", "empty")

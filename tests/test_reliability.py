@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 
 from bot import texts
 from bot.render import encode
-from storage import repository as repo
+from storage import turns, users
 from storage.db import Database
 from storage.models import Plan, Stage, Turn, User
 from tests.conftest import TOKEN, Harness, make_settings, start_bot, stop_bot
@@ -108,7 +108,9 @@ async def test_postgres_restart_fails_turns_gracefully_and_service_resumes(bot_a
         assert down.text == texts.STORAGE_DOWN
         four = next(d for label, d in reply.buttons() if label == "☆4")
         query = bot_api.user_presses(ANN, reply.message_id, four)
-        await bot_api.wait_for(lambda: query in bot_api.callback_answers, timeout=20)
+        await h.settled(timeout=30)
+        assert query in bot_api.callback_answers, "the spinner stops even though nothing could be stored"
+        assert bot_api.messages(ANN)[-1].text == texts.STORAGE_DOWN
         assert (await h.say(ANN, "/plan", timeout=20))[0].text == texts.STORAGE_DOWN
         before = len(bot_api.messages(ANN))
         query = bot_api.user_presses(ANN, reply.message_id, encode("goal_keep", 1))
@@ -119,7 +121,7 @@ async def test_postgres_restart_fails_turns_gracefully_and_service_resumes(bot_a
         again = (await h.say(ANN, "During the outage", timeout=20))[0]
         assert again.text == "Coach: During the outage"
         async with h.services.db.session() as session:
-            user = await repo.get_user(session=session, telegram_id=ANN)
+            user = await users.get_user(session=session, telegram_id=ANN)
             assert user is not None and user.stage == Stage.COACHING
             plans = (await session.scalars(select(Plan))).all()
         assert [p.status for p in plans] == ["accepted"]
@@ -148,9 +150,9 @@ async def test_sqlite_concurrent_writers_and_a_held_write_lock_lose_nothing(bot_
 
         async def outside_writer(n: int) -> None:
             async with other.session() as session:
-                user = await repo.get_or_create_user(session=session, telegram_id=9000 + n, chat_id=9000 + n)
+                user = await users.get_or_create_user(session=session, telegram_id=9000 + n, chat_id=9000 + n)
                 for i in range(5):
-                    await repo.add_turn(session=session, user=user, role="user", kind="coaching", text=f"w{i}")
+                    await turns.add_turn(session=session, user=user, role="user", kind="coaching", text=f"w{i}")
 
         for user in (ANN, BOB, CAROL):
             bot_api.user_sends(user, f"goal of {user}")
@@ -160,9 +162,9 @@ async def test_sqlite_concurrent_writers_and_a_held_write_lock_lose_nothing(bot_
         release.join()
         holder.close()
         async with h.services.db.session() as session:
-            turns = await session.scalar(select(func.count()).select_from(Turn).where(Turn.role == "user"))
-            users = await session.scalar(select(func.count()).select_from(User))
-        assert turns == 3 + 50 and users == 13
+            user_turns = await session.scalar(select(func.count()).select_from(Turn).where(Turn.role == "user"))
+            user_count = await session.scalar(select(func.count()).select_from(User))
+        assert user_turns == 3 + 50 and user_count == 13
         assert all(m.buttons() for user in (ANN, BOB, CAROL) for m in bot_api.messages(user)[2:])
     finally:
         await other.dispose()

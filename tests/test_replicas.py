@@ -358,15 +358,24 @@ async def _hold_and_note(locks: Any, user_id: int, order: list[str], note: str) 
 
 
 @pytest.mark.postgres
-async def test_user_locks_are_reentrant_within_a_turn(pg_url: str) -> None:
-    """A task that holds a user's lock can take it again (webhook mode takes it on arrival, the handler again)."""
-    from bot.app import UserLocks
+async def test_user_locks_serialise_one_user_and_leave_nothing_behind(pg_url: str) -> None:
+    """Two holders of one user's lock (in-process and advisory) run one after the other; idle locks are dropped."""
+    from bot.ordering import UserLocks
     from storage.locks import AdvisoryLocks
 
     locks = UserLocks(AdvisoryLocks(pg_url))
+    events: list[str] = []
+
+    async def hold(name: str) -> None:
+        async with locks.hold(9):
+            events.append(f"{name} in")
+            await asyncio.sleep(0.1)
+            events.append(f"{name} out")
+
     try:
-        async with asyncio.timeout(5), locks.hold(9), locks.hold(9):
-            assert len(locks) == 1
+        async with asyncio.timeout(5):
+            await asyncio.gather(hold("a"), hold("b"))
+        assert events == ["a in", "a out", "b in", "b out"]
         assert len(locks) == 0
     finally:
         assert locks.remote is not None

@@ -15,7 +15,7 @@ from sqlmodel import SQLModel
 from bot import texts
 from bot.logs import REDACTED, configure, settings_secrets
 from bot.render import decode, encode
-from storage import repository as repo
+from storage import turns, users
 from tests.conftest import TOKEN, Harness, make_settings, settle, start_bot, stop_bot, user_snapshot
 from tests.fakes import Fault
 from tests.test_faults import to_coaching
@@ -49,7 +49,7 @@ async def test_only_the_owner_can_act_on_a_buttons_data(harness: Harness) -> Non
     error = (await h.say(ANN, ANN_GOAL))[0]
     h.gemini.fail_always = None
     async with h.services.db.session() as session:
-        ann = await repo.get_user(session=session, telegram_id=ANN)
+        ann = await users.get_user(session=session, telegram_id=ANN)
     assert ann is not None and ann.active_goal_id is not None
     goal, ann_id = ann.active_goal_id, ann.id or 0
 
@@ -99,7 +99,7 @@ async def test_commands_never_show_one_user_another_users_data(harness: Harness)
     await h.press(ANN, h.bot_api.messages(ANN)[-1], "✅ Accept")
     await h.say(ANN, "Day 3 without a cigarette ZQX")
     async with h.services.db.session() as session:
-        ann = await repo.get_user(session=session, telegram_id=ANN)
+        ann = await users.get_user(session=session, telegram_id=ANN)
     assert ann is not None
     ann_marks = ["ZQX", ANN_NAME, str(ANN), ann.opaque_id, ann.thread_id]
     for command in ("/start", "/plan", "/goal", "/export", "/progress", "/checkin", "/cancel", "/delete", "/help"):
@@ -132,7 +132,7 @@ async def test_allowed_user_ids_turns_everyone_else_away_including_button_presse
         assert bot_api.callback_answers[query].get("text") == texts.NOT_ALLOWED
         await settle(0.2)
         async with h.services.db.session() as session:
-            assert await repo.get_user(session=session, telegram_id=BOB) is None
+            assert await users.get_user(session=session, telegram_id=BOB) is None
         assert all("I want to get fit" not in r.last_user_text for r in gemini.requests)
     finally:
         await stop_bot(app)
@@ -236,8 +236,8 @@ async def test_logs_are_one_line_per_event_with_opaque_user_and_trace_ids(logged
     await to_coaching(h, ANN)
     await h.say(ANN, "One coaching turn", first_name=ANN_NAME)
     async with h.services.db.session() as session:
-        ann = await repo.get_user(session=session, telegram_id=ANN)
-        coach_turn = await repo.latest_coach_turn(session=session, user_id=ann.id or 0, kind="coaching")
+        ann = await users.get_user(session=session, telegram_id=ANN)
+        coach_turn = await turns.latest_coach_turn(session=session, user_id=ann.id or 0, kind="coaching")
     assert ann is not None and coach_turn is not None and coach_turn.trace_id
     lines = [line for line in rein_out.getvalue().splitlines() if line.strip()]
     assert lines and all(" user=" in line and " trace=" in line for line in lines)
@@ -256,7 +256,7 @@ async def test_traces_carry_the_opaque_id_never_the_telegram_id_or_name(logged, 
     await h.say(ANN, "Cycle to work", expect=2, first_name=ANN_NAME, username="zanzi_bar")
     h.services.tracer.flush()
     async with h.services.db.session() as session:
-        ann = await repo.get_user(session=session, telegram_id=ANN)
+        ann = await users.get_user(session=session, telegram_id=ANN)
     assert ann is not None
     sent = json.dumps(opik_stub.requests[first_request:], default=str)
     assert ann.opaque_id in sent
@@ -300,7 +300,7 @@ async def _missing_from_export(h: Harness) -> list[str]:
     await _rich_user(h, ANN)
     await _rich_user(h, BOB)
     async with h.services.db.session() as session:
-        ann = await repo.get_user(session=session, telegram_id=ANN)
+        ann = await users.get_user(session=session, telegram_id=ANN)
     assert ann is not None
     sent = (await h.say(ANN, "/export"))[0]
     export = json.loads(sent.file or b"")
@@ -329,8 +329,8 @@ async def test_delete_erases_every_row_of_the_user_and_nobody_elses(any_db: Harn
     await _rich_user(h, ANN)
     await _rich_user(h, BOB)
     async with h.services.db.session() as session:
-        ann = await repo.get_user(session=session, telegram_id=ANN)
-        bob = await repo.get_user(session=session, telegram_id=BOB)
+        ann = await users.get_user(session=session, telegram_id=ANN)
+        bob = await users.get_user(session=session, telegram_id=BOB)
     assert ann is not None and bob is not None
     bob_rows = await _rows_of(h, bob.id or 0)
     ann_rows = await _rows_of(h, ann.id or 0)
@@ -341,7 +341,7 @@ async def test_delete_erases_every_row_of_the_user_and_nobody_elses(any_db: Harn
     left = {t: len(r) for t, r in (await _rows_of(h, ann.id or 0)).items() if r}
     assert left == {}
     async with h.services.db.session() as session:
-        assert await repo.get_user(session=session, telegram_id=ANN) is None
+        assert await users.get_user(session=session, telegram_id=ANN) is None
         for table in ("goals", "plans", "resolutions", "milestones"):
             assert ((await session.execute(sql(f"SELECT count(*) FROM {table}"))).scalar() or 0) > 0, "Bob's"
     assert await _rows_of(h, bob.id or 0) == bob_rows

@@ -108,7 +108,7 @@ async def test_ratings_land_as_user_rating_on_the_rated_trace(traced: Harness, o
     traced.bot_api.user_presses(ANN, reply.message_id, stars[1])
     await traced.bot_api.wait_for(lambda: "What would have helped" in traced.bot_api.messages(ANN)[-1].text)
     await traced.say(ANN, "Shorter answers")
-    await traced.services.coach.sync_ratings()
+    await traced.services.ratings.sync()
     scores = [s for s in opik_stub.feedback_scores if s.get("id") == trace_id]
     assert scores[-1]["name"] == "user_rating"
     assert (scores[-1]["value"], scores[-1].get("reason")) == (2, "Shorter answers")
@@ -125,12 +125,12 @@ async def test_ratings_wait_out_an_opik_outage(traced: Harness, opik_stub) -> No
         five = [d for _, d in reply.buttons() if d.startswith("r:")][4]
         qid = traced.bot_api.user_presses(ANN, reply.message_id, five)
         await traced.bot_api.wait_for(lambda: qid in traced.bot_api.callback_answers)
-        assert await traced.services.coach.sync_ratings() == 0
+        assert await traced.services.ratings.sync() == 0
         async with traced.services.db.session() as session:
             assert [r.synced for r in (await session.scalars(select(Rating))).all()] == [False]
     finally:
         opik_stub.down = False
-    await traced.services.coach.sync_ratings()  # or the periodic re-send gets there first: either delivers it
+    await traced.services.ratings.sync()  # or the periodic re-send gets there first: either delivers it
     async with traced.services.db.session() as session:
         assert [r.synced for r in (await session.scalars(select(Rating))).all()] == [True]
         trace_id = (await session.scalars(select(Turn.trace_id).where(Turn.kind == "coaching",

@@ -1004,6 +1004,7 @@ class FakeBotAPI:
         self._file_paths: dict[str, str] = {}
         self._updates: deque[dict[str, Any]] = deque()
         self._update_ids = itertools.count(1)
+        self._created = 0
         self._query_ids = itertools.count(4_242_000_000_001)
         self._allowed_updates: frozenset[str] | None = None
         self._poller: object | None = None
@@ -1249,7 +1250,13 @@ class FakeBotAPI:
             }
         )
 
+    @property
+    def updates_created(self) -> int:
+        """How many updates users have produced so far (each one is for the bot to handle once)."""
+        return self._created
+
     def _enqueue(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._created += 1
         update = {"update_id": next(self._update_ids), **body}
         self._updates.append(update)
         self._wake()

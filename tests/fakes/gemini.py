@@ -384,6 +384,7 @@ class FakeGemini:
         self.responder: Callable[[GeminiRequest], object | None] | None = None
         self.fail_always: Fault | None = None
         self.answered = 0
+        self.usages: list[dict[str, int]] = []  # the usageMetadata of every answer sent, in order
         self._queue: deque[Reply] = deque()
         self._runner: web.AppRunner | None = None
 
@@ -440,6 +441,7 @@ class FakeGemini:
         """Forget requests, the queue, the responder and any persistent fault."""
         self.requests.clear()
         self.request_bytes.clear()
+        self.usages.clear()
         self._queue.clear()
         self.responder = None
         self.fail_always = None
@@ -524,6 +526,8 @@ class FakeGemini:
         self.answered += 1
         if error is not None:
             return error
+        if "usageMetadata" in payload:
+            self.usages.append(payload["usageMetadata"])
         if action == "streamGenerateContent":
             return await self._stream(request, payload)
         return web.json_response(payload)
