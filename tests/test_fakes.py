@@ -45,7 +45,7 @@ from telegram.ext import (
 )
 
 from tests.fakes import FakeBotAPI, FakeGemini, Fault, OpikStub
-from tests.fakes.botapi import parse_html, utf16_len
+from tests.fakes.botapi import DEFAULT_SPEC_PATH, load_spec, parse_html, utf16_len
 from tests.fakes.gemini import instance_from_schema
 
 TOKEN = "123456:FAKES-test-token"
@@ -108,6 +108,16 @@ def _keyboard(*pairs: tuple[str, str]) -> InlineKeyboardMarkup:
 
 # --------------------------------------------------------------------------------------------------
 # FakeBotAPI: protocol and spec validation
+
+
+def test_the_spec_is_the_copy_in_the_repository() -> None:
+    """By default the fake reads the Bot API 10.1 api.json kept beside it, with its license and origin."""
+    folder = ROOT / "tests" / "fakes" / "telegram-bot-api"
+    assert os.environ.get("REIN_BOT_API_SPEC") or folder / "api.json" == DEFAULT_SPEC_PATH
+    spec = load_spec(str(folder / "api.json"))
+    assert spec["version"] == "Bot API 10.1" and "sendMessageDraft" in spec["methods"]
+    assert "MIT License" in (folder / "LICENSE").read_text()
+    assert "PaulSonOfLars/telegram-bot-api-spec" in (folder / "README.md").read_text()
 
 
 async def test_get_me_returns_a_complete_bot_user(bot: Bot) -> None:

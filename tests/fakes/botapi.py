@@ -1,9 +1,9 @@
 """A local Telegram Bot API server for tests that enforces Telegram's rules.
 
 The bot under test talks to it over real HTTP (``ApplicationBuilder().base_url(f"{fake.url}/bot")``).
-Every call is checked against the official method list (``api.json``, Bot API 10.1): the method must
-exist, required parameters must be present, unknown parameters are refused and values must have the
-declared types, nested objects included. On top of that it applies the rules a bot breaks most often:
+Every call is checked against the official method list (``telegram-bot-api/api.json`` beside this file,
+Bot API 10.1): the method must exist, required parameters must be present, unknown parameters are refused
+and values must have the declared types, nested objects included. On top of that it applies the rules a bot breaks most often:
 text length after entity parsing, caption length, HTML / MarkdownV2 / Markdown parsing, inline keyboard
 buttons, ``callback_data`` size, "message is not modified", unknown messages and callback queries,
 blocked users, optional flood limits. A violation answers like Telegram (HTTP 400 with
@@ -57,10 +57,10 @@ from aiohttp import web
 logger = logging.getLogger(__name__)
 
 def _default_spec_path() -> Path:
-    """The official method list: $REIN_BOT_API_SPEC, else shared/ beside the checkout."""
+    """The official method list: $REIN_BOT_API_SPEC, else the copy beside this file (telegram-bot-api/)."""
     if os.environ.get("REIN_BOT_API_SPEC"):
         return Path(os.environ["REIN_BOT_API_SPEC"])
-    return Path(__file__).resolve().parents[3] / "shared" / "telegram-bot-api" / "api.json"
+    return Path(__file__).resolve().parent / "telegram-bot-api" / "api.json"
 
 
 DEFAULT_SPEC_PATH = _default_spec_path()
