@@ -336,12 +336,15 @@ async def test_inline_buttons_need_exactly_one_action(http: httpx.AsyncClient) -
     assert "exactly one" in second.json()["description"]
 
 
-async def test_markdown_v2_reserved_characters_must_be_escaped(fake: FakeBotAPI, bot: Bot) -> None:
-    """MarkdownV2 refuses an unescaped '.', accepts it escaped, and parses *bold*."""
-    with pytest.raises(BadRequest, match=r"(?i)reserved"):
-        await bot.send_message(ANN, "Done. Next", parse_mode="MarkdownV2")
-    message = await bot.send_message(ANN, r"*Done\.* Next", parse_mode="MarkdownV2")
-    assert message.text == "Done. Next" and message.entities[0].type == "bold"
+@pytest.mark.parametrize("mode", ["MarkdownV2", "Markdown"])
+async def test_only_html_is_parsed(fake: FakeBotAPI, bot: Bot, mode: str) -> None:
+    """Rein sends HTML only: any other parse_mode answers 400 saying the test server supports HTML only."""
+    with pytest.raises(BadRequest, match=r"(?i)supports HTML only"):
+        await bot.send_message(ANN, "*Done* Next", parse_mode=mode)
+    assert fake.errors[-1]["description"] == (
+        f'Bad Request: unsupported parse_mode "{mode}": this test server supports HTML only'
+    )
+    assert fake.messages(ANN) == []
 
 
 async def test_reply_to_a_missing_message_is_refused(fake: FakeBotAPI, bot: Bot) -> None:

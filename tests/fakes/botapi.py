@@ -3,12 +3,13 @@
 The bot under test talks to it over real HTTP (``ApplicationBuilder().base_url(f"{fake.url}/bot")``).
 Every call is checked against the official method list (``telegram-bot-api/api.json`` beside this file,
 Bot API 10.1): the method must exist, required parameters must be present, unknown parameters are refused
-and values must have the declared types, nested objects included. On top of that it applies the rules a bot breaks most often:
-text length after entity parsing, caption length, HTML / MarkdownV2 / Markdown parsing, inline keyboard
-buttons, ``callback_data`` size, "message is not modified", unknown messages and callback queries,
-blocked users, optional flood limits. A violation answers like Telegram (HTTP 400 with
-``Bad Request: ...``; 404 ``Not Found`` for a method that does not exist) and is appended to
-``errors``, so a test can end with ``assert fake.errors == []``.
+and values must have the declared types, nested objects included. On top of that it applies the rules a bot
+breaks most often: text length after entity parsing, caption length, HTML parsing, inline keyboard buttons,
+``callback_data`` size, "message is not modified", unknown messages and callback queries, blocked users,
+optional flood limits. A violation answers like Telegram (HTTP 400 with ``Bad Request: ...``; 404
+``Not Found`` for a method that does not exist) and is appended to ``errors``, so a test can end with
+``assert fake.errors == []``. Rein formats with HTML only, so that is the one parse mode the fake knows:
+MarkdownV2 or Markdown answer 400 "supports HTML only".
 
 Tests play the user with the synchronous ``user_sends``/``user_presses``/... helpers, which queue
 updates for ``getUpdates`` (real long polling), and observe the bot through ``messages(chat_id)``,
@@ -141,7 +142,7 @@ class _Mismatch(ValueError):
 
 
 # --------------------------------------------------------------------------------------------------
-# Text helpers: UTF-16 lengths, HTML, MarkdownV2, Markdown
+# Text helpers: UTF-16 lengths, HTML
 
 
 def utf16_len(text: str) -> int:
@@ -372,218 +373,13 @@ def _close_html_tag(tag: _OpenTag, stack: list[_OpenTag], position: int, out: li
         out.append(entity)
 
 
-_MDV2_RESERVED = frozenset("_*[]()~`>#+-=|{}.!")
-_MDV2_NAMES = {
-    "bold": "Bold",
-    "italic": "Italic",
-    "underline": "Underline",
-    "strikethrough": "Strikethrough",
-    "spoiler": "Spoiler",
-    "text_link": "TextUrl",
-    "custom_emoji": "CustomEmoji",
-    "code": "Code",
-    "pre": "Pre",
-}
-
-
-def parse_markdown_v2(text: str) -> tuple[str, list[dict[str, Any]]]:
-    """Parse MarkdownV2 into (visible text, entities); reserved characters must be escaped."""
-    out = _TextBuilder()
-    stack: list[_OpenTag] = []
-    entities: list[dict[str, Any]] = []
-    quote_start: int | None = None
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        at_line_start = i == 0 or text[i - 1] == "\n"
-        if at_line_start and quote_start is not None and not text.startswith(">", i):
-            _end_quote(entities, quote_start, out.u16)
-            quote_start = None
-        if ch == "\\" and i + 1 < n and 1 <= ord(text[i + 1]) <= 126:
-            out.add(text[i + 1])
-            i += 2
-        elif ch == "`":
-            i = _mdv2_code(text, i, out, entities)
-        elif at_line_start and ch == ">":
-            if quote_start is None:
-                quote_start = out.u16
-            i += 1
-        elif ch == "!" and text.startswith("![", i):
-            stack.append(_OpenTag("custom_emoji", out.u16, _byte_offset(text, i), {}))
-            i += 2
-        elif ch == "[":
-            stack.append(_OpenTag("text_link", out.u16, _byte_offset(text, i), {}))
-            i += 1
-        elif ch == "]" and stack and stack[-1].name in ("text_link", "custom_emoji"):
-            i = _mdv2_link_end(text, i, stack.pop(), out.u16, entities)
-        elif ch in "*_~|":
-            kind, width = _mdv2_marker(text, i)
-            open_kinds = [tag.name for tag in stack]
-            if kind in open_kinds:
-                if stack[-1].name != kind:
-                    top = stack[-1]
-                    raise EntityParseError(
-                        f"Can't find end of {_MDV2_NAMES[top.name]} entity at byte offset {top.byte}"
-                    )
-                top = stack.pop()
-                if out.u16 > top.start:
-                    entities.append({"type": kind, "offset": top.start, "length": out.u16 - top.start})
-            else:
-                stack.append(_OpenTag(kind, out.u16, _byte_offset(text, i), {}))
-            i += width
-        elif ch in _MDV2_RESERVED:
-            raise EntityParseError(
-                f"Character '{ch}' is reserved and must be escaped with the preceding '\\'"
-            )
-        else:
-            out.add(ch)
-            i += 1
-    if quote_start is not None:
-        _end_quote(entities, quote_start, out.u16)
-    if stack:
-        top = stack[-1]
-        raise EntityParseError(f"Can't find end of {_MDV2_NAMES[top.name]} entity at byte offset {top.byte}")
-    return _trim(out.text(), entities)
-
-
-def _end_quote(entities: list[dict[str, Any]], start: int, end: int) -> None:
-    if end > start:
-        entities.append({"type": "blockquote", "offset": start, "length": end - start})
-
-
-def _mdv2_marker(text: str, i: int) -> tuple[str, int]:
-    ch = text[i]
-    if ch == "*":
-        return "bold", 1
-    if ch == "~":
-        return "strikethrough", 1
-    if ch == "_":
-        return ("underline", 2) if text.startswith("__", i) else ("italic", 1)
-    if text.startswith("||", i):
-        return "spoiler", 2
-    raise EntityParseError("Character '|' is reserved and must be escaped with the preceding '\\'")
-
-
-def _mdv2_scan(text: str, i: int, stop: str) -> tuple[str, int]:
-    """Read up to the unescaped ``stop`` string; only '\\' escapes apply inside code and URLs."""
-    chunk: list[str] = []
-    n = len(text)
-    while i < n:
-        if text[i] == "\\" and i + 1 < n:
-            chunk.append(text[i + 1])
-            i += 2
-        elif text.startswith(stop, i):
-            return "".join(chunk), i
-        else:
-            chunk.append(text[i])
-            i += 1
-    return "".join(chunk), -1
-
-
-def _mdv2_code(text: str, i: int, out: _TextBuilder, entities: list[dict[str, Any]]) -> int:
-    start_byte = _byte_offset(text, i)
-    if text.startswith("```", i):
-        body, end = _mdv2_scan(text, i + 3, "```")
-        if end == -1:
-            raise EntityParseError(f"Can't find end of Pre entity at byte offset {start_byte}")
-        language = None
-        first, sep, rest = body.partition("\n")
-        if sep and first and not any(c.isspace() for c in first):
-            language, body = first, rest
-        entity: dict[str, Any] = {"type": "pre", "offset": out.u16, "length": utf16_len(body)}
-        if language:
-            entity["language"] = language
-        out.add(body)
-        if entity["length"]:
-            entities.append(entity)
-        return end + 3
-    body, end = _mdv2_scan(text, i + 1, "`")
-    if end == -1:
-        raise EntityParseError(f"Can't find end of Code entity at byte offset {start_byte}")
-    if body:
-        entities.append({"type": "code", "offset": out.u16, "length": utf16_len(body)})
-    out.add(body)
-    return end + 1
-
-
-def _mdv2_link_end(text: str, i: int, tag: _OpenTag, position: int, entities: list[dict[str, Any]]) -> int:
-    if not text.startswith("(", i + 1):
-        if tag.name == "custom_emoji":
-            raise EntityParseError(
-                f"Custom emoji entity must contain a tg://emoji URL at byte offset {tag.byte}"
-            )
-        return i + 1  # "[text]" without a URL stays plain text
-    url, end = _mdv2_scan(text, i + 2, ")")
-    if end == -1:
-        raise EntityParseError(f"Can't find end of a URL at byte offset {_byte_offset(text, i + 1)}")
-    if position > tag.start:
-        entity: dict[str, Any] = {"type": tag.name, "offset": tag.start, "length": position - tag.start}
-        if tag.name == "custom_emoji":
-            entity["custom_emoji_id"] = url.rpartition("id=")[2]
-        else:
-            entity["url"] = url
-        entities.append(entity)
-    return end + 1
-
-
-def parse_markdown(text: str) -> tuple[str, list[dict[str, Any]]]:
-    """Parse legacy Markdown (*bold*, _italic_, `code`, ```pre```, [text](url)); no nesting."""
-    out = _TextBuilder()
-    entities: list[dict[str, Any]] = []
-    i, n = 0, len(text)
-    kinds = {"*": "bold", "_": "italic", "`": "code"}
-    while i < n:
-        ch = text[i]
-        if ch == "\\" and i + 1 < n and text[i + 1] in "_*`[":
-            out.add(text[i + 1])
-            i += 2
-            continue
-        if ch not in "*_`[":
-            out.add(ch)
-            i += 1
-            continue
-        start_byte = _byte_offset(text, i)
-        missing = f"Can't find end of the entity starting at byte offset {start_byte}"
-        if ch == "[":
-            close = text.find("](", i + 1)
-            end = text.find(")", close + 2) if close != -1 else -1
-            if close == -1 or end == -1:
-                raise EntityParseError(missing)
-            label = text[i + 1 : close]
-            entities.append(
-                {
-                    "type": "text_link",
-                    "offset": out.u16,
-                    "length": utf16_len(label),
-                    "url": text[close + 2 : end],
-                }
-            )
-            out.add(label)
-            i = end + 1
-            continue
-        marker = "```" if text.startswith("```", i) else ch
-        end = text.find(marker, i + len(marker))
-        if end == -1:
-            raise EntityParseError(missing)
-        body = text[i + len(marker) : end]
-        kind = "pre" if marker == "```" else kinds[ch]
-        if body:
-            entities.append({"type": kind, "offset": out.u16, "length": utf16_len(body)})
-        out.add(body)
-        i = end + len(marker)
-    return _trim(out.text(), entities)
-
-
 def parse_formatted(text: str, parse_mode: str | None) -> tuple[str, list[dict[str, Any]]]:
-    """Visible text and entities for ``text`` under ``parse_mode`` (None = plain)."""
-    mode = (parse_mode or "").lower()
-    if mode == "html":
-        return parse_html(text)
-    if mode == "markdownv2":
-        return parse_markdown_v2(text)
-    if mode == "markdown":
-        return parse_markdown(text)
-    return _trim(text, [])
+    """Visible text and entities for ``text`` under ``parse_mode``: "HTML" or None (plain)."""
+    if parse_mode is None:
+        return _trim(text, [])
+    if parse_mode.lower() != "html":
+        raise ValueError(f"the test Bot API server parses HTML only, not {parse_mode!r}")
+    return parse_html(text)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1569,8 +1365,9 @@ class FakeBotAPI:
 
     def _check_semantics(self, method: str, params: dict[str, Any]) -> None:
         mode = params.get("parse_mode")
-        if mode is not None and mode.lower() not in ("html", "markdown", "markdownv2"):
-            raise ApiError(400, "Bad Request: unsupported parse_mode")
+        if mode is not None and mode.lower() != "html":
+            # Telegram also knows MarkdownV2 and Markdown; Rein sends HTML only, and so the fake parses only that.
+            raise ApiError(400, f'Bad Request: unsupported parse_mode "{mode}": this test server supports HTML only')
         lower = method.lower()
         if "text" in params and lower in ("sendmessage", "editmessagetext"):
             params["_visible_text"], params["_entities"] = self._parse_text(
