@@ -12,8 +12,13 @@ optional flood limits. A violation answers like Telegram (HTTP 400 with ``Bad Re
 MarkdownV2 or Markdown answer 400 "supports HTML only".
 
 Tests play the user with the synchronous ``user_sends``/``user_presses``/... helpers, which queue
-updates for ``getUpdates`` (real long polling), and observe the bot through ``messages(chat_id)``,
-``calls``, ``chat_actions`` and ``callback_answers``.
+updates for ``getUpdates`` (real long polling). ``user_sends_voice``, ``user_sends_photo``,
+``user_sends_audio`` and ``user_sends_document`` carry real bytes: ``getFile`` gives such a file a
+``file_path`` (``voice/file_0.oga``, ``photos/file_1.jpg``, ...) and ``/file/bot<token>/<file_path>``
+serves the bytes, as Telegram does (up to 20 MB, ``download_limit``). The bot is observed through
+``messages(chat_id)``, ``drafts(chat_id)`` (every ``sendMessageDraft`` text, in order), ``calls``,
+``chat_actions``, ``callback_answers``, and per language ``commands_for(chat_id, language_code)``,
+``description_for(language_code)`` and ``short_description_for(language_code)``.
 
 Deliberate choices, where Telegram is looser or undocumented:
 - ``&`` that does not start ``&lt;``, ``&gt;``, ``&amp;``, ``&quot;`` or a numeric entity is refused
@@ -23,7 +28,9 @@ Deliberate choices, where Telegram is looser or undocumented:
   trimmed (entity offsets are in UTF-16 units, as in the Bot API).
 - Sending to a chat the fake has never seen (no update mentioned it, no ``add_chat``) answers
   400 "chat not found" unless ``require_known_chats=False``.
-- Flood limits count ``send*``/``copy*``/``forward*`` calls (not ``sendChatAction``, not edits).
+- Flood limits count ``send*``/``copy*``/``forward*`` calls (not ``sendChatAction`` or
+  ``sendMessageDraft``, for which Telegram publishes no limit; not edits).
+- ``sendMessageDraft`` to a chat that is not private answers 400 (Telegram allows private chats only).
 - Unknown parameters are refused, except those python-telegram-bot's ``Defaults`` inject into every
   call (``PTB_DEFAULT_PARAMS``: parse_mode, disable_notification, protect_content, ...), which are
   dropped as Telegram would ignore them (listed in the call's ``ignored``).
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import functools
 import itertools
@@ -68,6 +76,9 @@ DEFAULT_SPEC_PATH = _default_spec_path()
 
 TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
+DESCRIPTION_LIMIT = 512
+SHORT_DESCRIPTION_LIMIT = 120
+DOWNLOAD_LIMIT = 20 * 1024 * 1024  # getFile refuses bigger files
 CALLBACK_ANSWER_LIMIT = 200
 MAX_INLINE_BUTTONS = 100
 
@@ -114,6 +125,42 @@ _COMMAND_RE = re.compile(r"/[A-Za-z0-9_]{1,32}(?:@[A-Za-z0-9_]{3,32})?")
 _BOT_COMMAND_NAME_RE = re.compile(r"[a-z0-9_]{1,32}")
 _INT_RE = re.compile(r"[+-]?\d+")
 _DISCRIMINATOR_RE = re.compile(r"(?:must be|always) \"?([a-z_]+)\"?")
+_LANGUAGE_CODE_RE = re.compile(r"[a-z]{2}")
+# Where Telegram keeps a file of each kind (the first part of getFile's file_path), and its extensions.
+_FILE_FOLDERS = {
+    "photo": "photos",
+    "voice": "voice",
+    "audio": "music",
+    "document": "documents",
+    "sticker": "stickers",
+    "video": "videos",
+    "video_note": "video_notes",
+    "animation": "animations",
+}
+_EXTENSIONS = {
+    "audio/ogg": ".oga",
+    "audio/mpeg": ".mp3",
+    "audio/mp4": ".m4a",
+    "audio/wav": ".wav",
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/webp": ".webp",
+    "application/pdf": ".pdf",
+    "text/plain": ".txt",
+}
+_KIND_PREFIXES = {
+    "photo": "AgACAgIAAxkB",
+    "voice": "AwACAgIAAxkB",
+    "audio": "CQACAgIAAxkB",
+    "document": "BQACAgIAAxkB",
+    "sticker": "CAACAgIAAxkB",
+    "video": "BAACAgIAAxkB",
+    "video_note": "DQACAgIAAxkB",
+    "animation": "CgACAgIAAxkB",
+}
+# Telegram's photo sizes: the longest side of each smaller copy it keeps of a photo (the original is capped).
+PHOTO_BOXES = (90, 320, 800, 1280)
+PHOTO_MAX_SIDE = 2560
 
 
 # --------------------------------------------------------------------------------------------------
@@ -404,6 +451,43 @@ class UploadedFile:
 
     def summary(self) -> dict[str, Any]:
         return {"filename": self.filename, "content_type": self.content_type, "size": len(self.data)}
+
+
+@dataclass
+class StoredFile:
+    """A file the fake holds: sent by a user (its bytes given by the test) or uploaded by the bot."""
+
+    data: bytes
+    kind: str  # "photo", "voice", "audio", "document", ... (the message field it came in)
+    file_unique_id: str
+    file_name: str | None = None
+    mime_type: str | None = None
+    file_path: str | None = None  # given out by the first getFile
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's or JPEG's header, or None for anything else."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    i = 2
+    while i + 9 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start-of-frame segment
+            return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def photo_sizes(width: int, height: int) -> list[tuple[int, int]]:
+    """The (width, height) of each copy Telegram keeps of a photo, smallest first, the original last."""
+    longest = max(width, height)
+    scale = min(1.0, PHOTO_MAX_SIDE / longest)
+    out = [(max(1, round(width * box / longest)), max(1, round(height * box / longest)))
+           for box in PHOTO_BOXES if box < longest * scale]
+    out.append((max(1, round(width * scale)), max(1, round(height * scale))))
+    return out
 
 
 class SpecValidator:
@@ -796,8 +880,13 @@ class FakeBotAPI:
         self._blocked: set[int] = set()
         self._chat_actions: dict[int, list[str]] = {}
         self._pending_queries: dict[str, dict[str, Any]] = {}
-        self._files: dict[str, tuple[bytes, str, str]] = {}
-        self._file_paths: dict[str, str] = {}
+        self._files: dict[str, StoredFile] = {}
+        self._file_ids_by_path: dict[str, str] = {}
+        self._file_numbers = itertools.count(0)
+        self.download_limit = DOWNLOAD_LIMIT
+        self._drafts: dict[int, list[dict[str, Any]]] = {}
+        self.descriptions: dict[str, str] = {}  # language code ("" = every other language) -> description
+        self.short_descriptions: dict[str, str] = {}
         self._updates: deque[dict[str, Any]] = deque()
         self._update_ids = itertools.count(1)
         self._query_ids = itertools.count(4_242_000_000_001)
@@ -980,6 +1069,101 @@ class FakeBotAPI:
         self._user_messages[(chat_id, message["message_id"])] = message
         return self._enqueue({"message": message})
 
+    def add_file(
+        self, data: bytes, *, kind: str = "document", file_name: str | None = None, mime_type: str | None = None
+    ) -> dict[str, str]:
+        """Hold ``data`` as a file a user sent; return its ``file_id`` and ``file_unique_id``.
+
+        getFile then gives it a ``file_path`` and ``/file/bot<token>/<file_path>`` serves these bytes.
+        """
+        n = next(_file_counter)
+        ids = {"file_id": f"{_KIND_PREFIXES.get(kind, 'BQACAgIAAxkB')}{n:08d}AAQCAAM",
+               "file_unique_id": f"AQADu{n:08d}"}
+        self._files[ids["file_id"]] = StoredFile(data, kind, ids["file_unique_id"], file_name, mime_type)
+        return ids
+
+    def _user_file_message(
+        self, user_id: int, kind: str, value: Any, caption: str | None, chat_id: int | None, chat_type: str
+    ) -> dict[str, Any]:
+        fields: dict[str, Any] = {kind: value}
+        if caption is not None:
+            fields["caption"] = caption
+        return self.user_sends_message(user_id, fields, chat_id=chat_id, chat_type=chat_type)
+
+    def user_sends_voice(
+        self,
+        user_id: int,
+        data: bytes,
+        *,
+        duration: int = 3,
+        mime_type: str = "audio/ogg",
+        caption: str | None = None,
+        chat_id: int | None = None,
+        chat_type: str = "private",
+    ) -> dict[str, Any]:
+        """Queue a voice note whose file holds ``data`` (Telegram's are OGG/Opus); return the update."""
+        ids = self.add_file(data, kind="voice", mime_type=mime_type)
+        voice_note = {**ids, "duration": duration, "mime_type": mime_type, "file_size": len(data)}
+        return self._user_file_message(user_id, "voice", voice_note, caption, chat_id, chat_type)
+
+    def user_sends_audio(
+        self,
+        user_id: int,
+        data: bytes,
+        *,
+        duration: int = 30,
+        mime_type: str = "audio/mpeg",
+        file_name: str = "audio.mp3",
+        caption: str | None = None,
+        chat_id: int | None = None,
+        chat_type: str = "private",
+    ) -> dict[str, Any]:
+        """Queue an audio file (music, a recording shared as a file) holding ``data``; return the update."""
+        ids = self.add_file(data, kind="audio", file_name=file_name, mime_type=mime_type)
+        audio = {**ids, "duration": duration, "file_name": file_name, "mime_type": mime_type, "file_size": len(data)}
+        return self._user_file_message(user_id, "audio", audio, caption, chat_id, chat_type)
+
+    def user_sends_photo(
+        self,
+        user_id: int,
+        data: bytes,
+        *,
+        caption: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        chat_id: int | None = None,
+        chat_type: str = "private",
+    ) -> dict[str, Any]:
+        """Queue a photo: PhotoSize entries smallest first, as Telegram sends them; return the update.
+
+        The size comes from the PNG or JPEG header of ``data`` (else ``width``/``height``, else 1280x960).
+        The fake does not resize: every entry downloads ``data`` and reports its length as ``file_size``.
+        """
+        found = image_size(data)
+        if width is None or height is None:
+            width, height = found or (1280, 960)
+        sizes = []
+        for w, h in photo_sizes(width, height):
+            ids = self.add_file(data, kind="photo", mime_type="image/jpeg")
+            sizes.append({**ids, "width": w, "height": h, "file_size": len(data)})
+        return self._user_file_message(user_id, "photo", sizes, caption, chat_id, chat_type)
+
+    def user_sends_document(
+        self,
+        user_id: int,
+        data: bytes,
+        *,
+        file_name: str = "notes.txt",
+        mime_type: str = "text/plain",
+        caption: str | None = None,
+        chat_id: int | None = None,
+        chat_type: str = "private",
+    ) -> dict[str, Any]:
+        """Queue a document holding ``data``; return the update."""
+        ids = self.add_file(data, kind="document", file_name=file_name, mime_type=mime_type)
+        doc = {**ids, "file_name": file_name, "mime_type": mime_type, "file_size": len(data)}
+        return self._user_file_message(user_id, "document", doc, caption, chat_id, chat_type)
+
     def user_presses(self, user_id: int, message_id: int, data: str, *, chat_id: int | None = None) -> str:
         """Queue a callback query for a button on ``message_id``; return the query id.
 
@@ -1070,16 +1254,22 @@ class FakeBotAPI:
             for value in obj:
                 self._register_chats(value)
 
-    def _register_user_files(self, obj: Any) -> None:
+    def _register_user_files(self, obj: Any, kind: str = "document") -> None:
+        """Files in a user's message that no test gave bytes for get filler bytes of their ``file_size``."""
         if isinstance(obj, dict):
-            if isinstance(obj.get("file_id"), str) and obj["file_id"] not in self._files:
-                name = obj.get("file_name", "file")
-                self._files[obj["file_id"]] = (f"fake file {obj['file_id']}".encode(), name, "")
-            for value in obj.values():
-                self._register_user_files(value)
+            file_id = obj.get("file_id")
+            if isinstance(file_id, str) and file_id not in self._files:
+                size = int(obj.get("file_size") or 0)
+                filler = (f"fake file {file_id} ".encode() * (size // 20 + 1))[:size] if size else b"fake file"
+                self._files[file_id] = StoredFile(
+                    filler, kind, str(obj.get("file_unique_id") or f"u{file_id}"), obj.get("file_name"),
+                    obj.get("mime_type"),
+                )
+            for key, value in obj.items():
+                self._register_user_files(value, key if key in _FILE_FOLDERS else kind)
         elif isinstance(obj, list):
             for value in obj:
-                self._register_user_files(value)
+                self._register_user_files(value, kind)
 
     # ------------------------------------------------------------------ observation
 
@@ -1098,6 +1288,37 @@ class FakeBotAPI:
         if not msgs:
             raise AssertionError(f"the bot sent nothing to chat {chat_id}; {self.describe()}")
         return msgs[-1]
+
+    def drafts(self, chat_id: int) -> list[str]:
+        """The visible texts of every sendMessageDraft the bot made in a chat, in order ("" = "Thinking...")."""
+        return [d["text"] for d in self._drafts.get(chat_id, [])]
+
+    def draft_calls(self, chat_id: int) -> list[dict[str, Any]]:
+        """Every draft in a chat with draft_id, text, raw_text, entities, parse_mode, message_thread_id, at."""
+        return [dict(d) for d in self._drafts.get(chat_id, [])]
+
+    def commands_for(self, chat_id: int, language_code: str = "") -> list[dict[str, Any]]:
+        """The command menu a user with ``language_code`` sees in their private chat ``chat_id``.
+
+        Telegram's order: the chat's own scope, then all private chats, then the default scope; within each,
+        the user's language before the list set without a language.
+        """
+        scopes: list[dict[str, Any]] = [{"type": "chat", "chat_id": chat_id}, {"type": "all_private_chats"},
+                                        {"type": "default"}]
+        for scope in scopes:
+            for language in dict.fromkeys((language_code, "")):
+                key = self._commands_key({"scope": scope, "language_code": language})
+                if key in self.commands:
+                    return list(self.commands[key])
+        return []
+
+    def description_for(self, language_code: str = "") -> str:
+        """The description a user with ``language_code`` sees (their language's, else the one for all)."""
+        return self.descriptions.get(language_code) or self.descriptions.get("", "")
+
+    def short_description_for(self, language_code: str = "") -> str:
+        """The short description a user with ``language_code`` sees (their language's, else the one for all)."""
+        return self.short_descriptions.get(language_code) or self.short_descriptions.get("", "")
 
     def chat_actions(self, chat_id: int) -> list[str]:
         """Chat actions (typing, ...) the bot sent to a chat, in order."""
@@ -1312,7 +1533,7 @@ class FakeBotAPI:
             raise ApiError(403, BLOCKED, record=False)
         if (
             lower.startswith(("send", "copy", "forward"))
-            and lower != "sendchataction"
+            and lower not in ("sendchataction", "sendmessagedraft")
             and chat_id is not None
         ):
             self._flood_check(chat_id)
@@ -1373,6 +1594,20 @@ class FakeBotAPI:
             params["_visible_text"], params["_entities"] = self._parse_text(
                 params, "text", "entities", TEXT_LIMIT
             )
+        if lower == "sendmessagedraft":
+            if params["draft_id"] == 0:
+                raise ApiError(400, "Bad Request: draft_id must be non-zero")
+            params.setdefault("text", "")
+            params["_visible_text"], params["_entities"] = self._parse_text(
+                params, "text", "entities", TEXT_LIMIT, allow_empty=True
+            )
+        language = params.get("language_code")
+        if language and not _LANGUAGE_CODE_RE.fullmatch(language):
+            raise ApiError(400, "Bad Request: language_code must be a two-letter ISO 639-1 code or empty")
+        if len(params.get("description", "")) > DESCRIPTION_LIMIT and lower == "setmydescription":
+            raise ApiError(400, "Bad Request: description is too long")
+        if len(params.get("short_description", "")) > SHORT_DESCRIPTION_LIMIT:
+            raise ApiError(400, "Bad Request: short description is too long")
         if "caption" in params:
             params["_visible_caption"], params["_caption_entities"] = self._parse_text(
                 params, "caption", "caption_entities", CAPTION_LIMIT
@@ -1402,7 +1637,7 @@ class FakeBotAPI:
                     raise ApiError(400, "Bad Request: command description is empty or too long")
 
     def _parse_text(
-        self, params: dict[str, Any], key: str, entities_key: str, limit: int
+        self, params: dict[str, Any], key: str, entities_key: str, limit: int, *, allow_empty: bool = False
     ) -> tuple[str, list[dict[str, Any]]]:
         raw: str = params[key]
         mode = params.get("parse_mode")
@@ -1424,7 +1659,7 @@ class FakeBotAPI:
             if visible != raw:
                 visible, entities = _trim(raw, entities)
         if key == "text":
-            if not visible:
+            if not visible and not allow_empty:
                 raise ApiError(400, "Bad Request: message text is empty")
             if len(visible) > limit:
                 raise ApiError(400, "Bad Request: message is too long")
@@ -1564,22 +1799,23 @@ class FakeBotAPI:
             raise ApiError(400, "Bad Request: message to be replied not found")
         return int(mid)
 
-    def _new_file(self, data: bytes, filename: str, mime: str, prefix: str) -> str:
-        file_id = f"{prefix}{next(_file_counter):08d}fake"
-        self._files[file_id] = (data, filename, mime)
+    def _new_file(self, data: bytes, filename: str, mime: str, prefix: str, kind: str) -> str:
+        n = next(_file_counter)
+        file_id = f"{prefix}{n:08d}fake"
+        self._files[file_id] = StoredFile(data, kind, f"AQADb{n:08d}", filename, mime)
         return file_id
 
     def _input_file(self, ctx: _Ctx, key: str, prefix: str) -> tuple[bytes | None, str | None, str, str]:
         value = ctx.params[key]
         if isinstance(value, UploadedFile):
-            file_id = self._new_file(value.data, value.filename, value.content_type, prefix)
+            file_id = self._new_file(value.data, value.filename, value.content_type, prefix, key)
             return value.data, value.filename, value.content_type, file_id
         if value in self._files:
-            data, name, mime = self._files[value]
-            return data, name, mime, value
+            known = self._files[value]
+            return known.data, known.file_name, known.mime_type or "", value
         if re.match(r"https?://", value):
             name = value.rstrip("/").rsplit("/", 1)[-1] or "file"
-            return None, name, "application/octet-stream", self._new_file(b"", name, "", prefix)
+            return None, name, "application/octet-stream", self._new_file(b"", name, "", prefix, key)
         raise ApiError(400, "Bad Request: wrong file identifier/HTTP URL specified")
 
     # ------------------------------------------------------------------ methods
@@ -1847,16 +2083,64 @@ class FakeBotAPI:
 
     def _m_getfile(self, ctx: _Ctx) -> Any:
         file_id = ctx.params["file_id"]
-        if file_id not in self._files:
+        known = self._files.get(file_id)
+        if known is None:
             raise ApiError(400, "Bad Request: invalid file_id")
-        data, name, _ = self._files[file_id]
-        path = self._file_paths.setdefault(file_id, f"files/{len(self._file_paths)}_{name}")
+        if len(known.data) > self.download_limit:
+            raise ApiError(400, "Bad Request: file is too big")
+        if known.file_path is None:
+            suffix = _EXTENSIONS.get(known.mime_type or "") or Path(known.file_name or "").suffix
+            folder = _FILE_FOLDERS.get(known.kind, "documents")
+            known.file_path = f"{folder}/file_{next(self._file_numbers)}{suffix}"
+            self._file_ids_by_path[known.file_path] = file_id
         return {
             "file_id": file_id,
-            "file_unique_id": f"u{file_id}",
-            "file_size": len(data),
-            "file_path": path,
+            "file_unique_id": known.file_unique_id,
+            "file_size": len(known.data),
+            "file_path": known.file_path,
         }
+
+    def _m_sendmessagedraft(self, ctx: _Ctx) -> Any:
+        p = ctx.params
+        chat_id = int(p["chat_id"])
+        if self._chat_dict(chat_id).get("type") != "private":
+            raise ApiError(400, "Bad Request: message drafts can be sent to private chats only")
+        self._drafts.setdefault(chat_id, []).append(
+            {
+                "draft_id": p["draft_id"],
+                "text": p["_visible_text"],
+                "raw_text": p["text"],
+                "entities": p["_entities"],
+                "parse_mode": p.get("parse_mode"),
+                "message_thread_id": p.get("message_thread_id"),
+                "at": time.time(),
+            }
+        )
+        return True
+
+    def _m_setmydescription(self, ctx: _Ctx) -> Any:
+        language = ctx.params.get("language_code", "")
+        description = ctx.params.get("description", "")
+        if description:
+            self.descriptions[language] = description
+        else:
+            self.descriptions.pop(language, None)
+        return True
+
+    def _m_getmydescription(self, ctx: _Ctx) -> Any:
+        return {"description": self.descriptions.get(ctx.params.get("language_code", ""), "")}
+
+    def _m_setmyshortdescription(self, ctx: _Ctx) -> Any:
+        language = ctx.params.get("language_code", "")
+        short = ctx.params.get("short_description", "")
+        if short:
+            self.short_descriptions[language] = short
+        else:
+            self.short_descriptions.pop(language, None)
+        return True
+
+    def _m_getmyshortdescription(self, ctx: _Ctx) -> Any:
+        return {"short_description": self.short_descriptions.get(ctx.params.get("language_code", ""), "")}
 
     def _m_copymessage(self, ctx: _Ctx) -> Any:
         msg = self._store(ctx, "copy", extra={})
@@ -1894,20 +2178,20 @@ class FakeBotAPI:
     async def _handle_file(self, request: web.Request) -> web.StreamResponse:
         if request.match_info["token"] != self.token:
             return web.Response(status=401, text="Unauthorized")
-        path = request.match_info["path"]
-        for file_id, known in self._file_paths.items():
-            if known == path:
-                return web.Response(body=self._files[file_id][0])
-        return web.Response(status=404, text="Not Found")
+        file_id = self._file_ids_by_path.get(request.match_info["path"])
+        if file_id is None:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=self._files[file_id].data)
 
     async def _handle_control(self, request: web.Request) -> web.StreamResponse:
         """Drive the fake over HTTP (for a fake running in another process).
 
         POST /_fake/user_sends {"user_id", "text", ...}, /_fake/users_send {"messages": [...]},
+        /_fake/user_sends_voice|audio|photo|document {"user_id", "data_base64", ...},
         /_fake/user_presses {"user_id", "message_id", "data"}, /_fake/add_update {...},
         /_fake/block|unblock {"user_id"}, /_fake/fail_next {...},
         /_fake/drop_next {...}, /_fake/flood {"per_chat", "total"}, /_fake/clear;
-        GET /_fake/messages?chat_id=N, /_fake/stats.
+        GET /_fake/messages?chat_id=N, /_fake/drafts?chat_id=N, /_fake/stats.
         """
         action = request.match_info["action"]
         body: dict[str, Any] = await request.json() if request.can_read_body else {}
@@ -1917,6 +2201,9 @@ class FakeBotAPI:
             return web.json_response([self.user_sends(**message) for message in body["messages"]])
         if action == "user_sends_message":
             return web.json_response(self.user_sends_message(**body))
+        if action in ("user_sends_voice", "user_sends_audio", "user_sends_photo", "user_sends_document"):
+            data = base64.b64decode(body.pop("data_base64"))
+            return web.json_response(getattr(self, action)(data=data, **body))
         if action == "user_presses":
             return web.json_response({"query_id": self.user_presses(**body)})
         if action == "add_update":
@@ -1945,6 +2232,8 @@ class FakeBotAPI:
         if action == "messages":
             chat_id = int(request.query["chat_id"])
             return web.json_response([m.summary() for m in self.messages(chat_id, include_deleted=True)])
+        if action == "drafts":
+            return web.json_response(self.drafts(int(request.query["chat_id"])))
         if action == "stats":
             return web.json_response(
                 {
