@@ -1203,6 +1203,35 @@ async def test_users_send_queues_many_users_messages_at_one_moment(fake: FakeBot
 
 
 # --------------------------------------------------------------------------------------------------
+# The scaffold all three share
+
+
+@pytest.mark.parametrize(
+    ("make", "probe"),
+    [
+        (lambda: FakeBotAPI(TOKEN), f"/bot{TOKEN}/getMe"),
+        (FakeGemini, "/_fake/stats"),
+        (OpikStub, "/is-alive/ping"),
+    ],
+)
+def test_every_fake_serves_from_a_thread_and_names_itself_on_timeout(make: Any, probe: str) -> None:
+    """Each fake serves from its own thread on a free port; a wait that times out names the fake; stop frees it."""
+    server = make()
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = server.url
+    url = server.start_in_thread()
+    try:
+        assert url.startswith("http://127.0.0.1:") and server.port != 0
+        assert httpx.post(url + probe, timeout=5).status_code == 200
+        with pytest.raises(TimeoutError, match=rf"^{type(server).__name__}: condition \(never\) not met"):
+            server.wait_until(lambda: False, timeout=0.05, what="never")
+    finally:
+        server.stop_thread()
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = server.url
+
+
+# --------------------------------------------------------------------------------------------------
 # All three as processes
 
 

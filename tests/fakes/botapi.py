@@ -52,7 +52,6 @@ import logging
 import math
 import os
 import re
-import socket
 import threading
 import time
 from collections import Counter, deque
@@ -62,6 +61,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.server import LoopbackServer, serve_until_interrupted
 
 logger = logging.getLogger(__name__)
 
@@ -823,7 +824,7 @@ class _Bucket:
 # The server
 
 
-class FakeBotAPI:
+class FakeBotAPI(LoopbackServer):
     """A Bot API server on 127.0.0.1 that validates every call and plays the user side."""
 
     sticker = staticmethod(sticker)
@@ -849,12 +850,11 @@ class FakeBotAPI:
         flood_limit_total: float | None = None,
         tolerated_params: frozenset[str] = PTB_DEFAULT_PARAMS,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.token = token
         self.tolerated_params = tolerated_params
         self.bot_id = bot_id
         self.bot_username = bot_username
-        self.host = host
-        self.port = port
         self.require_known_chats = require_known_chats
         self.flood_limit_per_chat = flood_limit_per_chat
         self.flood_limit_total = flood_limit_total
@@ -897,10 +897,7 @@ class FakeBotAPI:
         self._total_bucket: _Bucket | None = None
 
         self._event = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: threading.Thread | None = None
         self._closing = False
-        self._runner: web.AppRunner | None = None
         self._handlers: dict[str, Callable[[_Ctx], Any]] = {
             name.lower().removeprefix("_m_"): getattr(self, name)
             for name in dir(self)
@@ -909,12 +906,11 @@ class FakeBotAPI:
 
     # ------------------------------------------------------------------ lifecycle
 
-    @property
-    def url(self) -> str:
-        """Root URL, e.g. ``http://127.0.0.1:40123`` (the bot uses ``f"{url}/bot"`` as base_url)."""
-        if self._runner is None:
-            raise RuntimeError("FakeBotAPI is not started")
-        return f"http://{self.host}:{self.port}"
+    def routes(self, app: web.Application) -> None:
+        """Bot API methods, file downloads and the ``/_fake`` control endpoints."""
+        app.router.add_route("*", "/bot{token}/{method}", self._handle_bot)
+        app.router.add_route("GET", "/file/bot{token}/{path:.+}", self._handle_file)
+        app.router.add_route("*", "/_fake/{action}", self._handle_control)
 
     @property
     def base_url(self) -> str:
@@ -942,39 +938,16 @@ class FakeBotAPI:
         }
 
     async def start(self) -> str:
-        """Start serving in the running loop; return ``url``."""
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.current_thread()
+        """Start serving in the running loop; return ``url`` (the bot uses ``f"{url}/bot"`` as base_url)."""
         self._event = asyncio.Event()
         self._closing = False
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/bot{token}/{method}", self._handle_bot)
-        app.router.add_route("GET", "/file/bot{token}/{path:.+}", self._handle_file)
-        app.router.add_route("*", "/_fake/{action}", self._handle_control)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(runner, sock).start()
-        self._runner = runner
-        return self.url
+        return await super().start()
 
     async def stop(self) -> None:
         """Release pending long polls and stop serving."""
         self._closing = True
         self._wake()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeBotAPI:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        await super().stop()
 
     # ------------------------------------------------------------------ user side
 
@@ -1349,21 +1322,6 @@ class FakeBotAPI:
         if self.errors:
             lines.append(f"errors: {[e['description'] for e in self.errors[-limit:]]}")
         return "\n".join(lines)
-
-    async def wait_for(
-        self,
-        predicate: Callable[[], bool],
-        timeout: float = 5.0,
-        *,
-        what: str = "",
-    ) -> None:
-        """Poll ``predicate`` until true; raise TimeoutError listing recent messages otherwise."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() >= deadline:
-                label = f" ({what})" if what else ""
-                raise TimeoutError(f"condition{label} not met within {timeout}s\n{self.describe()}")
-            await asyncio.sleep(0.01)
 
     async def wait_messages(
         self,
@@ -2271,27 +2229,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flood-per-chat", type=float, default=None)
     parser.add_argument("--flood-total", type=float, default=None)
     args = parser.parse_args(argv)
-
-    async def serve() -> None:
-        fake = FakeBotAPI(
-            args.token,
-            bot_username=args.bot_username,
-            spec_path=args.spec,
-            host=args.host,
-            port=args.port,
-            require_known_chats=not args.any_chat,
-            flood_limit_per_chat=args.flood_per_chat,
-            flood_limit_total=args.flood_total,
-        )
-        await fake.start()
-        print(f"FakeBotAPI listening on {fake.url} (token {args.token})", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await fake.stop()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    fake = FakeBotAPI(
+        args.token,
+        bot_username=args.bot_username,
+        spec_path=args.spec,
+        host=args.host,
+        port=args.port,
+        require_known_chats=not args.any_chat,
+        flood_limit_per_chat=args.flood_per_chat,
+        flood_limit_total=args.flood_total,
+    )
+    serve_until_interrupted(fake, lambda server: f"FakeBotAPI listening on {server.url} (token {args.token})")
 
 
 if __name__ == "__main__":
