@@ -16,6 +16,7 @@ import shutil
 import signal
 import sys
 import time
+import tomllib
 from collections.abc import AsyncIterator
 from configparser import ConfigParser
 from pathlib import Path
@@ -144,6 +145,30 @@ def test_systemd_unit_runs_the_same_command_with_a_bounded_stop() -> None:
     assert int(service["TimeoutStopSec"]) > 35
     assert service["EnvironmentFile"].endswith("rein.env") and service["Restart"] == "on-failure"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_every_dependency_has_an_upper_bound() -> None:
+    """pyproject.toml bounds every runtime and dev dependency from above (the lock pins; bounds cap `make lock`)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    requirements = project["project"]["dependencies"] + project["dependency-groups"]["dev"]
+    assert len(requirements) > 20
+    unbounded = [r for r in requirements if not re.search(r"<\s*[0-9]", r.split(";")[0])]
+    assert unbounded == []
+
+
+def test_make_and_the_image_install_from_the_same_lock_with_the_same_uv() -> None:
+    """`make` syncs .venv from uv.lock; the image syncs from the same uv.lock (no dev group), with the same uv."""
+    makefile = (ROOT / "Makefile").read_text()
+    uv_version = re.search(r"^UV_VERSION := (\S+)$", makefile, re.M)
+    assert uv_version is not None and "sync --locked" in makefile
+    build = [(word, args) for word, args in dockerfile() if word in ("ARG", "COPY", "RUN")]
+    assert ("ARG", f"UV_VERSION={uv_version.group(1)}") in build
+    assert ("COPY", "pyproject.toml uv.lock ./") in build
+    sync = next(args for word, args in build if word == "RUN" and "uv sync" in args)
+    assert "--locked" in sync and "--no-dev" in sync
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+    assert "!uv.lock" in ignore and "!pyproject.toml" in ignore
+    assert (ROOT / "uv.lock").is_file()
 
 
 def test_ensure_postgres_script_is_still_there() -> None:

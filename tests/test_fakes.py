@@ -13,9 +13,11 @@ import gzip
 import io
 import json
 import os
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,7 @@ from telegram.ext import (
 )
 
 from tests.fakes import FakeBotAPI, FakeGemini, Fault, OpikStub
-from tests.fakes.botapi import parse_html, utf16_len
+from tests.fakes.botapi import DEFAULT_SPEC_PATH, load_spec, parse_html, utf16_len
 from tests.fakes.gemini import instance_from_schema
 
 TOKEN = "123456:FAKES-test-token"
@@ -108,6 +110,16 @@ def _keyboard(*pairs: tuple[str, str]) -> InlineKeyboardMarkup:
 
 # --------------------------------------------------------------------------------------------------
 # FakeBotAPI: protocol and spec validation
+
+
+def test_the_spec_is_the_copy_in_the_repository() -> None:
+    """By default the fake reads the Bot API 10.1 api.json kept beside it, with its license and origin."""
+    folder = ROOT / "tests" / "fakes" / "telegram-bot-api"
+    assert os.environ.get("REIN_BOT_API_SPEC") or folder / "api.json" == DEFAULT_SPEC_PATH
+    spec = load_spec(str(folder / "api.json"))
+    assert spec["version"] == "Bot API 10.1" and "sendMessageDraft" in spec["methods"]
+    assert "MIT License" in (folder / "LICENSE").read_text()
+    assert "PaulSonOfLars/telegram-bot-api-spec" in (folder / "README.md").read_text()
 
 
 async def test_get_me_returns_a_complete_bot_user(bot: Bot) -> None:
@@ -326,12 +338,15 @@ async def test_inline_buttons_need_exactly_one_action(http: httpx.AsyncClient) -
     assert "exactly one" in second.json()["description"]
 
 
-async def test_markdown_v2_reserved_characters_must_be_escaped(fake: FakeBotAPI, bot: Bot) -> None:
-    """MarkdownV2 refuses an unescaped '.', accepts it escaped, and parses *bold*."""
-    with pytest.raises(BadRequest, match=r"(?i)reserved"):
-        await bot.send_message(ANN, "Done. Next", parse_mode="MarkdownV2")
-    message = await bot.send_message(ANN, r"*Done\.* Next", parse_mode="MarkdownV2")
-    assert message.text == "Done. Next" and message.entities[0].type == "bold"
+@pytest.mark.parametrize("mode", ["MarkdownV2", "Markdown"])
+async def test_only_html_is_parsed(fake: FakeBotAPI, bot: Bot, mode: str) -> None:
+    """Rein sends HTML only: any other parse_mode answers 400 saying the test server supports HTML only."""
+    with pytest.raises(BadRequest, match=r"(?i)supports HTML only"):
+        await bot.send_message(ANN, "*Done* Next", parse_mode=mode)
+    assert fake.errors[-1]["description"] == (
+        f'Bad Request: unsupported parse_mode "{mode}": this test server supports HTML only'
+    )
+    assert fake.messages(ANN) == []
 
 
 async def test_reply_to_a_missing_message_is_refused(fake: FakeBotAPI, bot: Bot) -> None:
@@ -602,6 +617,194 @@ async def test_wait_for_timeout_lists_recent_messages(fake: FakeBotAPI, bot: Bot
     await bot.send_message(ANN, "the only reply")
     with pytest.raises(TimeoutError, match="the only reply"):
         await fake.wait_messages(ANN, 2, timeout=0.2)
+
+
+# --------------------------------------------------------------------------------------------------
+# FakeBotAPI: drafts, files users send, descriptions and command menus per language
+
+
+def _png(width: int, height: int) -> bytes:
+    """A real (black) PNG image of the given size."""
+    rows = b"".join(b"\x00" + b"\x00\x00\x00" * width for _ in range(height))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def _jpeg_header(width: int, height: int) -> bytes:
+    """The start of a baseline JPEG (SOI, JFIF APP0, SOF0) and its end marker: enough to read its size."""
+    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    sof0 = b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, height, width, 3) + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    return b"\xff\xd8" + app0 + sof0 + b"\xff\xd9"
+
+
+async def test_drafts_are_recorded_per_chat_in_order(fake: FakeBotAPI, bot: Bot) -> None:
+    """sendMessageDraft records each draft's visible text per chat (empty = "Thinking..."), sending no message."""
+    assert await bot.send_message_draft(ANN, 7) is True
+    await bot.send_message_draft(ANN, 7, "<b>Plan</b> &amp; more", parse_mode="HTML")
+    await bot.send_message_draft(BOB, 1, "for Bob")
+    await bot.send_message_draft(ANN, 7, "Plan & more, done")
+    assert fake.drafts(ANN) == ["", "Plan & more", "Plan & more, done"] and fake.drafts(BOB) == ["for Bob"]
+    first_html = fake.draft_calls(ANN)[1]
+    assert first_html["draft_id"] == 7 and first_html["raw_text"] == "<b>Plan</b> &amp; more"
+    assert first_html["entities"] == [{"type": "bold", "offset": 0, "length": 4}]
+    assert fake.messages(ANN) == [] and fake.errors == []
+
+
+async def test_drafts_are_refused_outside_private_chats(fake: FakeBotAPI, bot: Bot) -> None:
+    """A draft to a group answers 400 like Telegram (private chats only) and is not recorded."""
+    fake.add_chat(-100500, chat_type="group")
+    with pytest.raises(BadRequest, match=r"(?i)private chats only"):
+        await bot.send_message_draft(-100500, 1, "hello group")
+    assert fake.drafts(-100500) == [] and fake.errors[-1]["method"] == "sendMessageDraft"
+
+
+@pytest.mark.parametrize(
+    ("draft_id", "text", "mode", "fragment"),
+    [
+        (0, "x", None, "draft_id must be non-zero"),
+        (1, "a" * 4097, None, "message is too long"),
+        (1, "<b>open", "HTML", "can't parse entities"),
+        (1, "*x*", "MarkdownV2", "supports HTML only"),
+    ],
+)
+async def test_drafts_follow_the_message_rules(
+    fake: FakeBotAPI, bot: Bot, draft_id: int, text: str, mode: str | None, fragment: str
+) -> None:
+    """A zero draft_id, more than 4096 visible characters, bad HTML or a non-HTML mode answer 400."""
+    with pytest.raises(BadRequest) as info:
+        await bot.send_message_draft(ANN, draft_id, text, parse_mode=mode)
+    assert fragment.lower() in str(info.value).lower()
+    assert fake.drafts(ANN) == []
+
+
+async def test_drafts_do_not_count_against_flood_limits(fake: FakeBotAPI, bot: Bot) -> None:
+    """Telegram publishes no draft limit: drafts never use up the chat's message budget."""
+    fake.flood_limit_per_chat = 1.0
+    for i in range(5):
+        await bot.send_message_draft(ANN, 3, f"step {i}")
+    await bot.send_message(ANN, "final answer")
+    assert fake.flood_hits == 0 and [m.text for m in fake.messages(ANN)] == ["final answer"]
+
+
+async def test_a_users_voice_note_downloads_through_get_file(fake: FakeBotAPI, bot: Bot) -> None:
+    """user_sends_voice carries the given bytes: getFile gives a voice/ path whose download is those bytes."""
+    data = b"OggS\x00\x02" + bytes(range(256)) * 10
+    raw = fake.user_sends_voice(ANN, data, duration=4, caption="listen")
+    assert raw["message"]["voice"]["duration"] == 4
+    update = Update.de_json(raw, bot)
+    assert update is not None and update.message is not None and update.message.voice is not None
+    voice = update.message.voice
+    assert voice.mime_type == "audio/ogg" and voice.file_size == len(data)
+    assert update.message.caption == "listen"
+    file = await bot.get_file(voice.file_id)
+    assert file.file_path is not None and file.file_path.endswith(".oga") and "/voice/file_" in file.file_path
+    assert file.file_size == len(data) and bytes(await file.download_as_bytearray()) == data
+
+
+async def test_a_users_photo_has_telegrams_sizes_and_downloads(fake: FakeBotAPI, bot: Bot) -> None:
+    """user_sends_photo lists PhotoSizes smallest first from the image's own size; each downloads the bytes."""
+    data = _png(1000, 750)
+    update = Update.de_json(fake.user_sends_photo(ANN, data, caption="my run"), bot)
+    assert update is not None and update.message is not None
+    sizes = update.message.photo
+    assert [(p.width, p.height) for p in sizes] == [(90, 68), (320, 240), (800, 600), (1000, 750)]
+    assert all(p.file_size == len(data) for p in sizes) and len({p.file_unique_id for p in sizes}) == 4
+    assert update.message.caption == "my run"
+    largest = await bot.get_file(sizes[-1].file_id)
+    assert largest.file_path is not None and "/photos/file_" in largest.file_path
+    assert bytes(await largest.download_as_bytearray()) == data
+    jpeg = fake.user_sends_photo(BOB, _jpeg_header(4000, 3000))["message"]["photo"]
+    assert [(p["width"], p["height"]) for p in jpeg][-2:] == [(1280, 960), (2560, 1920)]
+    assert fake.errors == []
+
+
+@pytest.mark.parametrize(
+    ("send", "field", "folder", "suffix"),
+    [("user_sends_audio", "audio", "music", ".mp3"), ("user_sends_document", "document", "documents", ".txt")],
+)
+async def test_a_users_audio_and_documents_download(
+    fake: FakeBotAPI, bot: Bot, send: str, field: str, folder: str, suffix: str
+) -> None:
+    """Audio files and documents a user sends keep their name and type and download byte for byte."""
+    data = b"ID3\x03" + b"\x01" * 300 if field == "audio" else "Notes: run 3 km ✓".encode()
+    update = Update.de_json(getattr(fake, send)(ANN, data), bot)
+    assert update is not None and update.message is not None
+    sent = getattr(update.message, field)
+    assert sent.file_size == len(data) and sent.file_name.endswith(suffix)
+    file = await bot.get_file(sent.file_id)
+    assert file.file_path is not None and f"/{folder}/file_" in file.file_path and file.file_path.endswith(suffix)
+    assert bytes(await file.download_as_bytearray()) == data
+
+
+async def test_get_file_refuses_unknown_ids_and_files_over_the_limit(fake: FakeBotAPI, bot: Bot) -> None:
+    """getFile answers 'invalid file_id' for an unknown id and 'file is too big' past the 20 MB download limit."""
+    with pytest.raises(BadRequest, match=r"(?i)invalid file_id"):
+        await bot.get_file("AwACAgIAAxkBnope")
+    fake.download_limit = 1000
+    voice = fake.user_sends_voice(ANN, b"x" * 1001)["message"]["voice"]
+    with pytest.raises(BadRequest, match=r"(?i)file is too big"):
+        await bot.get_file(voice["file_id"])
+
+
+async def test_file_downloads_need_the_token_and_a_path_from_get_file(fake: FakeBotAPI, bot: Bot) -> None:
+    """/file/bot<token>/<path> serves only paths getFile gave out, and only with the bot's token."""
+    voice = fake.user_sends_voice(ANN, b"OggS voice")["message"]["voice"]
+    path = (await bot.get_file(voice["file_id"])).file_path
+    assert path is not None
+    relative = path.split(f"/file/bot{TOKEN}/", 1)[1]
+    async with httpx.AsyncClient(base_url=fake.url) as raw:
+        assert (await raw.get(f"/file/bot{TOKEN}/{relative}")).content == b"OggS voice"
+        assert (await raw.get(f"/file/bot999:WRONG/{relative}")).status_code == 401
+        assert (await raw.get(f"/file/bot{TOKEN}/voice/file_999.oga")).status_code == 404
+
+
+async def test_descriptions_are_kept_per_language(fake: FakeBotAPI, bot: Bot) -> None:
+    """set/getMyDescription and set/getMyShortDescription keep one text per language_code, "" for all others."""
+    await bot.set_my_description("Your goal coach.")
+    await bot.set_my_description("Dein Zielcoach.", language_code="de")
+    await bot.set_my_short_description("Goals, plans, check-ins")
+    await bot.set_my_short_description("Ziele, Pläne", language_code="de")
+    assert (await bot.get_my_description(language_code="de")).description == "Dein Zielcoach."
+    assert (await bot.get_my_description()).description == "Your goal coach."
+    assert (await bot.get_my_short_description(language_code="de")).short_description == "Ziele, Pläne"
+    assert fake.description_for("de") == "Dein Zielcoach." and fake.description_for("fr") == "Your goal coach."
+    assert fake.short_description_for("es") == "Goals, plans, check-ins"
+    await bot.set_my_description("", language_code="de")
+    assert fake.description_for("de") == "Your goal coach." and fake.errors == []
+
+
+@pytest.mark.parametrize(
+    ("call", "fragment"),
+    [
+        ({"description": "d" * 513}, "description is too long"),
+        ({"short_description": "s" * 121}, "short description is too long"),
+        ({"description": "ok", "language_code": "deu"}, "two-letter"),
+    ],
+)
+async def test_descriptions_are_checked(http: httpx.AsyncClient, call: dict[str, str], fragment: str) -> None:
+    """A description over 512 characters, a short one over 120 or a language code that is not two letters is 400."""
+    method = "setMyShortDescription" if "short_description" in call else "setMyDescription"
+    response = await http.post(method, json=call)
+    assert response.status_code == 400 and fragment in response.json()["description"]
+
+
+async def test_command_menus_follow_language_and_scope(fake: FakeBotAPI, bot: Bot) -> None:
+    """setMyCommands keeps a list per scope and language; a user sees their language's, else the default list."""
+    from telegram import BotCommand, BotCommandScopeAllPrivateChats
+
+    await bot.set_my_commands([BotCommand("start", "Start"), BotCommand("help", "Help")])
+    await bot.set_my_commands([BotCommand("start", "Starten")], language_code="de")
+    assert [c.description for c in await bot.get_my_commands(language_code="de")] == ["Starten"]
+    assert [c["description"] for c in fake.commands_for(ANN, "de")] == ["Starten"]
+    assert [c["command"] for c in fake.commands_for(ANN, "fr")] == ["start", "help"]
+    await bot.set_my_commands([BotCommand("plan", "Plan")], scope=BotCommandScopeAllPrivateChats())
+    assert [c["command"] for c in fake.commands_for(ANN, "de")] == ["plan"]
+    with pytest.raises(BadRequest, match=r"(?i)two-letter"):
+        await bot.set_my_commands([BotCommand("start", "Start")], language_code="EN")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -997,6 +1200,35 @@ async def test_users_send_queues_many_users_messages_at_one_moment(fake: FakeBot
         updates = await bot.get_updates(timeout=0)
     assert [(u.effective_user.id, u.message.text) for u in updates if u.message and u.effective_user] == [
         (ANN, "one"), (BOB, "two")]
+
+
+# --------------------------------------------------------------------------------------------------
+# The scaffold all three share
+
+
+@pytest.mark.parametrize(
+    ("make", "probe"),
+    [
+        (lambda: FakeBotAPI(TOKEN), f"/bot{TOKEN}/getMe"),
+        (FakeGemini, "/_fake/stats"),
+        (OpikStub, "/is-alive/ping"),
+    ],
+)
+def test_every_fake_serves_from_a_thread_and_names_itself_on_timeout(make: Any, probe: str) -> None:
+    """Each fake serves from its own thread on a free port; a wait that times out names the fake; stop frees it."""
+    server = make()
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = server.url
+    url = server.start_in_thread()
+    try:
+        assert url.startswith("http://127.0.0.1:") and server.port != 0
+        assert httpx.post(url + probe, timeout=5).status_code == 200
+        with pytest.raises(TimeoutError, match=rf"^{type(server).__name__}: condition \(never\) not met"):
+            server.wait_until(lambda: False, timeout=0.05, what="never")
+    finally:
+        server.stop_thread()
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = server.url
 
 
 # --------------------------------------------------------------------------------------------------

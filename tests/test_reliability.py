@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -48,23 +49,40 @@ def free_port() -> int:
 # ----- PostgreSQL restarted -----------------------------------------------------------------------
 
 
+def postgres_bin() -> Path | None:
+    """The folder of PostgreSQL's server programs (initdb, pg_ctl): Debian's newest, else the one on PATH."""
+    debian = glob("/usr/lib/postgresql/*/bin/initdb")
+    if debian:
+        newest = max(debian, key=lambda path: [int(part) for part in re.findall(r"\d+", path)])
+        return Path(newest).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
 class PrivatePostgres:
-    """A throw-away PostgreSQL server of our own (never the machine's shared one), stoppable at will."""
+    """A throw-away PostgreSQL server of our own (never the machine's shared one), stoppable at will.
+
+    initdb refuses to run as root, so as root its programs run as the `postgres` user (whom Debian's
+    package creates); for anyone else they run as that user.
+    """
 
     def __init__(self) -> None:
-        bins = sorted(glob("/usr/lib/postgresql/*/bin/initdb"))
-        if not bins or os.geteuid() != 0 or shutil.which("runuser") is None:
-            pytest.skip("needs PostgreSQL's initdb and root (to run it as the postgres user)")
-        self.bin = Path(bins[-1]).parent
+        bin_dir = postgres_bin()
+        if bin_dir is None:
+            pytest.skip("needs PostgreSQL's server programs (initdb, pg_ctl); `make test` installs them")
+        self.bin = bin_dir
+        self.as_user = "postgres" if os.geteuid() == 0 else None
         self.dir = Path(tempfile.mkdtemp(prefix="rein-pg-", dir="/tmp"))
-        shutil.chown(self.dir, "postgres", "postgres")
+        if self.as_user:
+            shutil.chown(self.dir, self.as_user, self.as_user)
         self.port = free_port()
         self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
         self._run(str(self.bin / "initdb"), "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres",
                   "--no-sync", "-E", "UTF8")
 
     def _run(self, *args: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=60)
+        subprocess.run(args, check=True, capture_output=True, timeout=60, cwd=self.dir,
+                       user=self.as_user, group=self.as_user, extra_groups=[] if self.as_user else None)
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""

@@ -1,18 +1,24 @@
 """A local Telegram Bot API server for tests that enforces Telegram's rules.
 
 The bot under test talks to it over real HTTP (``ApplicationBuilder().base_url(f"{fake.url}/bot")``).
-Every call is checked against the official method list (``api.json``, Bot API 10.1): the method must
-exist, required parameters must be present, unknown parameters are refused and values must have the
-declared types, nested objects included. On top of that it applies the rules a bot breaks most often:
-text length after entity parsing, caption length, HTML / MarkdownV2 / Markdown parsing, inline keyboard
-buttons, ``callback_data`` size, "message is not modified", unknown messages and callback queries,
-blocked users, optional flood limits. A violation answers like Telegram (HTTP 400 with
-``Bad Request: ...``; 404 ``Not Found`` for a method that does not exist) and is appended to
-``errors``, so a test can end with ``assert fake.errors == []``.
+Every call is checked against the official method list (``telegram-bot-api/api.json`` beside this file,
+Bot API 10.1): the method must exist, required parameters must be present, unknown parameters are refused
+and values must have the declared types, nested objects included. On top of that it applies the rules a bot
+breaks most often: text length after entity parsing, caption length, HTML parsing, inline keyboard buttons,
+``callback_data`` size, "message is not modified", unknown messages and callback queries, blocked users,
+optional flood limits. A violation answers like Telegram (HTTP 400 with ``Bad Request: ...``; 404
+``Not Found`` for a method that does not exist) and is appended to ``errors``, so a test can end with
+``assert fake.errors == []``. Rein formats with HTML only, so that is the one parse mode the fake knows:
+MarkdownV2 or Markdown answer 400 "supports HTML only".
 
 Tests play the user with the synchronous ``user_sends``/``user_presses``/... helpers, which queue
-updates for ``getUpdates`` (real long polling), and observe the bot through ``messages(chat_id)``,
-``calls``, ``chat_actions`` and ``callback_answers``.
+updates for ``getUpdates`` (real long polling). ``user_sends_voice``, ``user_sends_photo``,
+``user_sends_audio`` and ``user_sends_document`` carry real bytes: ``getFile`` gives such a file a
+``file_path`` (``voice/file_0.oga``, ``photos/file_1.jpg``, ...) and ``/file/bot<token>/<file_path>``
+serves the bytes, as Telegram does (up to 20 MB, ``download_limit``). The bot is observed through
+``messages(chat_id)``, ``drafts(chat_id)`` (every ``sendMessageDraft`` text, in order), ``calls``,
+``chat_actions``, ``callback_answers``, and per language ``commands_for(chat_id, language_code)``,
+``description_for(language_code)`` and ``short_description_for(language_code)``.
 
 Deliberate choices, where Telegram is looser or undocumented:
 - ``&`` that does not start ``&lt;``, ``&gt;``, ``&amp;``, ``&quot;`` or a numeric entity is refused
@@ -22,7 +28,9 @@ Deliberate choices, where Telegram is looser or undocumented:
   trimmed (entity offsets are in UTF-16 units, as in the Bot API).
 - Sending to a chat the fake has never seen (no update mentioned it, no ``add_chat``) answers
   400 "chat not found" unless ``require_known_chats=False``.
-- Flood limits count ``send*``/``copy*``/``forward*`` calls (not ``sendChatAction``, not edits).
+- Flood limits count ``send*``/``copy*``/``forward*`` calls (not ``sendChatAction`` or
+  ``sendMessageDraft``, for which Telegram publishes no limit; not edits).
+- ``sendMessageDraft`` to a chat that is not private answers 400 (Telegram allows private chats only).
 - Unknown parameters are refused, except those python-telegram-bot's ``Defaults`` inject into every
   call (``PTB_DEFAULT_PARAMS``: parse_mode, disable_notification, protect_content, ...), which are
   dropped as Telegram would ignore them (listed in the call's ``ignored``).
@@ -35,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import functools
 import itertools
@@ -43,7 +52,6 @@ import logging
 import math
 import os
 import re
-import socket
 import threading
 import time
 from collections import Counter, deque
@@ -54,19 +62,24 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.server import LoopbackServer, serve_until_interrupted
+
 logger = logging.getLogger(__name__)
 
 def _default_spec_path() -> Path:
-    """The official method list: $REIN_BOT_API_SPEC, else shared/ beside the checkout."""
+    """The official method list: $REIN_BOT_API_SPEC, else the copy beside this file (telegram-bot-api/)."""
     if os.environ.get("REIN_BOT_API_SPEC"):
         return Path(os.environ["REIN_BOT_API_SPEC"])
-    return Path(__file__).resolve().parents[3] / "shared" / "telegram-bot-api" / "api.json"
+    return Path(__file__).resolve().parent / "telegram-bot-api" / "api.json"
 
 
 DEFAULT_SPEC_PATH = _default_spec_path()
 
 TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
+DESCRIPTION_LIMIT = 512
+SHORT_DESCRIPTION_LIMIT = 120
+DOWNLOAD_LIMIT = 20 * 1024 * 1024  # getFile refuses bigger files
 CALLBACK_ANSWER_LIMIT = 200
 MAX_INLINE_BUTTONS = 100
 
@@ -113,6 +126,42 @@ _COMMAND_RE = re.compile(r"/[A-Za-z0-9_]{1,32}(?:@[A-Za-z0-9_]{3,32})?")
 _BOT_COMMAND_NAME_RE = re.compile(r"[a-z0-9_]{1,32}")
 _INT_RE = re.compile(r"[+-]?\d+")
 _DISCRIMINATOR_RE = re.compile(r"(?:must be|always) \"?([a-z_]+)\"?")
+_LANGUAGE_CODE_RE = re.compile(r"[a-z]{2}")
+# Where Telegram keeps a file of each kind (the first part of getFile's file_path), and its extensions.
+_FILE_FOLDERS = {
+    "photo": "photos",
+    "voice": "voice",
+    "audio": "music",
+    "document": "documents",
+    "sticker": "stickers",
+    "video": "videos",
+    "video_note": "video_notes",
+    "animation": "animations",
+}
+_EXTENSIONS = {
+    "audio/ogg": ".oga",
+    "audio/mpeg": ".mp3",
+    "audio/mp4": ".m4a",
+    "audio/wav": ".wav",
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/webp": ".webp",
+    "application/pdf": ".pdf",
+    "text/plain": ".txt",
+}
+_KIND_PREFIXES = {
+    "photo": "AgACAgIAAxkB",
+    "voice": "AwACAgIAAxkB",
+    "audio": "CQACAgIAAxkB",
+    "document": "BQACAgIAAxkB",
+    "sticker": "CAACAgIAAxkB",
+    "video": "BAACAgIAAxkB",
+    "video_note": "DQACAgIAAxkB",
+    "animation": "CgACAgIAAxkB",
+}
+# Telegram's photo sizes: the longest side of each smaller copy it keeps of a photo (the original is capped).
+PHOTO_BOXES = (90, 320, 800, 1280)
+PHOTO_MAX_SIDE = 2560
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,7 +190,7 @@ class _Mismatch(ValueError):
 
 
 # --------------------------------------------------------------------------------------------------
-# Text helpers: UTF-16 lengths, HTML, MarkdownV2, Markdown
+# Text helpers: UTF-16 lengths, HTML
 
 
 def utf16_len(text: str) -> int:
@@ -372,218 +421,13 @@ def _close_html_tag(tag: _OpenTag, stack: list[_OpenTag], position: int, out: li
         out.append(entity)
 
 
-_MDV2_RESERVED = frozenset("_*[]()~`>#+-=|{}.!")
-_MDV2_NAMES = {
-    "bold": "Bold",
-    "italic": "Italic",
-    "underline": "Underline",
-    "strikethrough": "Strikethrough",
-    "spoiler": "Spoiler",
-    "text_link": "TextUrl",
-    "custom_emoji": "CustomEmoji",
-    "code": "Code",
-    "pre": "Pre",
-}
-
-
-def parse_markdown_v2(text: str) -> tuple[str, list[dict[str, Any]]]:
-    """Parse MarkdownV2 into (visible text, entities); reserved characters must be escaped."""
-    out = _TextBuilder()
-    stack: list[_OpenTag] = []
-    entities: list[dict[str, Any]] = []
-    quote_start: int | None = None
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        at_line_start = i == 0 or text[i - 1] == "\n"
-        if at_line_start and quote_start is not None and not text.startswith(">", i):
-            _end_quote(entities, quote_start, out.u16)
-            quote_start = None
-        if ch == "\\" and i + 1 < n and 1 <= ord(text[i + 1]) <= 126:
-            out.add(text[i + 1])
-            i += 2
-        elif ch == "`":
-            i = _mdv2_code(text, i, out, entities)
-        elif at_line_start and ch == ">":
-            if quote_start is None:
-                quote_start = out.u16
-            i += 1
-        elif ch == "!" and text.startswith("![", i):
-            stack.append(_OpenTag("custom_emoji", out.u16, _byte_offset(text, i), {}))
-            i += 2
-        elif ch == "[":
-            stack.append(_OpenTag("text_link", out.u16, _byte_offset(text, i), {}))
-            i += 1
-        elif ch == "]" and stack and stack[-1].name in ("text_link", "custom_emoji"):
-            i = _mdv2_link_end(text, i, stack.pop(), out.u16, entities)
-        elif ch in "*_~|":
-            kind, width = _mdv2_marker(text, i)
-            open_kinds = [tag.name for tag in stack]
-            if kind in open_kinds:
-                if stack[-1].name != kind:
-                    top = stack[-1]
-                    raise EntityParseError(
-                        f"Can't find end of {_MDV2_NAMES[top.name]} entity at byte offset {top.byte}"
-                    )
-                top = stack.pop()
-                if out.u16 > top.start:
-                    entities.append({"type": kind, "offset": top.start, "length": out.u16 - top.start})
-            else:
-                stack.append(_OpenTag(kind, out.u16, _byte_offset(text, i), {}))
-            i += width
-        elif ch in _MDV2_RESERVED:
-            raise EntityParseError(
-                f"Character '{ch}' is reserved and must be escaped with the preceding '\\'"
-            )
-        else:
-            out.add(ch)
-            i += 1
-    if quote_start is not None:
-        _end_quote(entities, quote_start, out.u16)
-    if stack:
-        top = stack[-1]
-        raise EntityParseError(f"Can't find end of {_MDV2_NAMES[top.name]} entity at byte offset {top.byte}")
-    return _trim(out.text(), entities)
-
-
-def _end_quote(entities: list[dict[str, Any]], start: int, end: int) -> None:
-    if end > start:
-        entities.append({"type": "blockquote", "offset": start, "length": end - start})
-
-
-def _mdv2_marker(text: str, i: int) -> tuple[str, int]:
-    ch = text[i]
-    if ch == "*":
-        return "bold", 1
-    if ch == "~":
-        return "strikethrough", 1
-    if ch == "_":
-        return ("underline", 2) if text.startswith("__", i) else ("italic", 1)
-    if text.startswith("||", i):
-        return "spoiler", 2
-    raise EntityParseError("Character '|' is reserved and must be escaped with the preceding '\\'")
-
-
-def _mdv2_scan(text: str, i: int, stop: str) -> tuple[str, int]:
-    """Read up to the unescaped ``stop`` string; only '\\' escapes apply inside code and URLs."""
-    chunk: list[str] = []
-    n = len(text)
-    while i < n:
-        if text[i] == "\\" and i + 1 < n:
-            chunk.append(text[i + 1])
-            i += 2
-        elif text.startswith(stop, i):
-            return "".join(chunk), i
-        else:
-            chunk.append(text[i])
-            i += 1
-    return "".join(chunk), -1
-
-
-def _mdv2_code(text: str, i: int, out: _TextBuilder, entities: list[dict[str, Any]]) -> int:
-    start_byte = _byte_offset(text, i)
-    if text.startswith("```", i):
-        body, end = _mdv2_scan(text, i + 3, "```")
-        if end == -1:
-            raise EntityParseError(f"Can't find end of Pre entity at byte offset {start_byte}")
-        language = None
-        first, sep, rest = body.partition("\n")
-        if sep and first and not any(c.isspace() for c in first):
-            language, body = first, rest
-        entity: dict[str, Any] = {"type": "pre", "offset": out.u16, "length": utf16_len(body)}
-        if language:
-            entity["language"] = language
-        out.add(body)
-        if entity["length"]:
-            entities.append(entity)
-        return end + 3
-    body, end = _mdv2_scan(text, i + 1, "`")
-    if end == -1:
-        raise EntityParseError(f"Can't find end of Code entity at byte offset {start_byte}")
-    if body:
-        entities.append({"type": "code", "offset": out.u16, "length": utf16_len(body)})
-    out.add(body)
-    return end + 1
-
-
-def _mdv2_link_end(text: str, i: int, tag: _OpenTag, position: int, entities: list[dict[str, Any]]) -> int:
-    if not text.startswith("(", i + 1):
-        if tag.name == "custom_emoji":
-            raise EntityParseError(
-                f"Custom emoji entity must contain a tg://emoji URL at byte offset {tag.byte}"
-            )
-        return i + 1  # "[text]" without a URL stays plain text
-    url, end = _mdv2_scan(text, i + 2, ")")
-    if end == -1:
-        raise EntityParseError(f"Can't find end of a URL at byte offset {_byte_offset(text, i + 1)}")
-    if position > tag.start:
-        entity: dict[str, Any] = {"type": tag.name, "offset": tag.start, "length": position - tag.start}
-        if tag.name == "custom_emoji":
-            entity["custom_emoji_id"] = url.rpartition("id=")[2]
-        else:
-            entity["url"] = url
-        entities.append(entity)
-    return end + 1
-
-
-def parse_markdown(text: str) -> tuple[str, list[dict[str, Any]]]:
-    """Parse legacy Markdown (*bold*, _italic_, `code`, ```pre```, [text](url)); no nesting."""
-    out = _TextBuilder()
-    entities: list[dict[str, Any]] = []
-    i, n = 0, len(text)
-    kinds = {"*": "bold", "_": "italic", "`": "code"}
-    while i < n:
-        ch = text[i]
-        if ch == "\\" and i + 1 < n and text[i + 1] in "_*`[":
-            out.add(text[i + 1])
-            i += 2
-            continue
-        if ch not in "*_`[":
-            out.add(ch)
-            i += 1
-            continue
-        start_byte = _byte_offset(text, i)
-        missing = f"Can't find end of the entity starting at byte offset {start_byte}"
-        if ch == "[":
-            close = text.find("](", i + 1)
-            end = text.find(")", close + 2) if close != -1 else -1
-            if close == -1 or end == -1:
-                raise EntityParseError(missing)
-            label = text[i + 1 : close]
-            entities.append(
-                {
-                    "type": "text_link",
-                    "offset": out.u16,
-                    "length": utf16_len(label),
-                    "url": text[close + 2 : end],
-                }
-            )
-            out.add(label)
-            i = end + 1
-            continue
-        marker = "```" if text.startswith("```", i) else ch
-        end = text.find(marker, i + len(marker))
-        if end == -1:
-            raise EntityParseError(missing)
-        body = text[i + len(marker) : end]
-        kind = "pre" if marker == "```" else kinds[ch]
-        if body:
-            entities.append({"type": kind, "offset": out.u16, "length": utf16_len(body)})
-        out.add(body)
-        i = end + len(marker)
-    return _trim(out.text(), entities)
-
-
 def parse_formatted(text: str, parse_mode: str | None) -> tuple[str, list[dict[str, Any]]]:
-    """Visible text and entities for ``text`` under ``parse_mode`` (None = plain)."""
-    mode = (parse_mode or "").lower()
-    if mode == "html":
-        return parse_html(text)
-    if mode == "markdownv2":
-        return parse_markdown_v2(text)
-    if mode == "markdown":
-        return parse_markdown(text)
-    return _trim(text, [])
+    """Visible text and entities for ``text`` under ``parse_mode``: "HTML" or None (plain)."""
+    if parse_mode is None:
+        return _trim(text, [])
+    if parse_mode.lower() != "html":
+        raise ValueError(f"the test Bot API server parses HTML only, not {parse_mode!r}")
+    return parse_html(text)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -608,6 +452,43 @@ class UploadedFile:
 
     def summary(self) -> dict[str, Any]:
         return {"filename": self.filename, "content_type": self.content_type, "size": len(self.data)}
+
+
+@dataclass
+class StoredFile:
+    """A file the fake holds: sent by a user (its bytes given by the test) or uploaded by the bot."""
+
+    data: bytes
+    kind: str  # "photo", "voice", "audio", "document", ... (the message field it came in)
+    file_unique_id: str
+    file_name: str | None = None
+    mime_type: str | None = None
+    file_path: str | None = None  # given out by the first getFile
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's or JPEG's header, or None for anything else."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    i = 2
+    while i + 9 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start-of-frame segment
+            return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def photo_sizes(width: int, height: int) -> list[tuple[int, int]]:
+    """The (width, height) of each copy Telegram keeps of a photo, smallest first, the original last."""
+    longest = max(width, height)
+    scale = min(1.0, PHOTO_MAX_SIDE / longest)
+    out = [(max(1, round(width * box / longest)), max(1, round(height * box / longest)))
+           for box in PHOTO_BOXES if box < longest * scale]
+    out.append((max(1, round(width * scale)), max(1, round(height * scale))))
+    return out
 
 
 class SpecValidator:
@@ -943,7 +824,7 @@ class _Bucket:
 # The server
 
 
-class FakeBotAPI:
+class FakeBotAPI(LoopbackServer):
     """A Bot API server on 127.0.0.1 that validates every call and plays the user side."""
 
     sticker = staticmethod(sticker)
@@ -969,12 +850,11 @@ class FakeBotAPI:
         flood_limit_total: float | None = None,
         tolerated_params: frozenset[str] = PTB_DEFAULT_PARAMS,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.token = token
         self.tolerated_params = tolerated_params
         self.bot_id = bot_id
         self.bot_username = bot_username
-        self.host = host
-        self.port = port
         self.require_known_chats = require_known_chats
         self.flood_limit_per_chat = flood_limit_per_chat
         self.flood_limit_total = flood_limit_total
@@ -1000,8 +880,13 @@ class FakeBotAPI:
         self._blocked: set[int] = set()
         self._chat_actions: dict[int, list[str]] = {}
         self._pending_queries: dict[str, dict[str, Any]] = {}
-        self._files: dict[str, tuple[bytes, str, str]] = {}
-        self._file_paths: dict[str, str] = {}
+        self._files: dict[str, StoredFile] = {}
+        self._file_ids_by_path: dict[str, str] = {}
+        self._file_numbers = itertools.count(0)
+        self.download_limit = DOWNLOAD_LIMIT
+        self._drafts: dict[int, list[dict[str, Any]]] = {}
+        self.descriptions: dict[str, str] = {}  # language code ("" = every other language) -> description
+        self.short_descriptions: dict[str, str] = {}
         self._updates: deque[dict[str, Any]] = deque()
         self._update_ids = itertools.count(1)
         self._created = 0
@@ -1013,10 +898,7 @@ class FakeBotAPI:
         self._total_bucket: _Bucket | None = None
 
         self._event = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: threading.Thread | None = None
         self._closing = False
-        self._runner: web.AppRunner | None = None
         self._handlers: dict[str, Callable[[_Ctx], Any]] = {
             name.lower().removeprefix("_m_"): getattr(self, name)
             for name in dir(self)
@@ -1025,12 +907,11 @@ class FakeBotAPI:
 
     # ------------------------------------------------------------------ lifecycle
 
-    @property
-    def url(self) -> str:
-        """Root URL, e.g. ``http://127.0.0.1:40123`` (the bot uses ``f"{url}/bot"`` as base_url)."""
-        if self._runner is None:
-            raise RuntimeError("FakeBotAPI is not started")
-        return f"http://{self.host}:{self.port}"
+    def routes(self, app: web.Application) -> None:
+        """Bot API methods, file downloads and the ``/_fake`` control endpoints."""
+        app.router.add_route("*", "/bot{token}/{method}", self._handle_bot)
+        app.router.add_route("GET", "/file/bot{token}/{path:.+}", self._handle_file)
+        app.router.add_route("*", "/_fake/{action}", self._handle_control)
 
     @property
     def base_url(self) -> str:
@@ -1058,39 +939,16 @@ class FakeBotAPI:
         }
 
     async def start(self) -> str:
-        """Start serving in the running loop; return ``url``."""
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.current_thread()
+        """Start serving in the running loop; return ``url`` (the bot uses ``f"{url}/bot"`` as base_url)."""
         self._event = asyncio.Event()
         self._closing = False
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/bot{token}/{method}", self._handle_bot)
-        app.router.add_route("GET", "/file/bot{token}/{path:.+}", self._handle_file)
-        app.router.add_route("*", "/_fake/{action}", self._handle_control)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(runner, sock).start()
-        self._runner = runner
-        return self.url
+        return await super().start()
 
     async def stop(self) -> None:
         """Release pending long polls and stop serving."""
         self._closing = True
         self._wake()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeBotAPI:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        await super().stop()
 
     # ------------------------------------------------------------------ user side
 
@@ -1184,6 +1042,101 @@ class FakeBotAPI:
         self._register_user_files(fields)
         self._user_messages[(chat_id, message["message_id"])] = message
         return self._enqueue({"message": message})
+
+    def add_file(
+        self, data: bytes, *, kind: str = "document", file_name: str | None = None, mime_type: str | None = None
+    ) -> dict[str, str]:
+        """Hold ``data`` as a file a user sent; return its ``file_id`` and ``file_unique_id``.
+
+        getFile then gives it a ``file_path`` and ``/file/bot<token>/<file_path>`` serves these bytes.
+        """
+        n = next(_file_counter)
+        ids = {"file_id": f"{_KIND_PREFIXES.get(kind, 'BQACAgIAAxkB')}{n:08d}AAQCAAM",
+               "file_unique_id": f"AQADu{n:08d}"}
+        self._files[ids["file_id"]] = StoredFile(data, kind, ids["file_unique_id"], file_name, mime_type)
+        return ids
+
+    def _user_file_message(
+        self, user_id: int, kind: str, value: Any, caption: str | None, chat_id: int | None, chat_type: str
+    ) -> dict[str, Any]:
+        fields: dict[str, Any] = {kind: value}
+        if caption is not None:
+            fields["caption"] = caption
+        return self.user_sends_message(user_id, fields, chat_id=chat_id, chat_type=chat_type)
+
+    def user_sends_voice(
+        self,
+        user_id: int,
+        data: bytes,
+        *,
+        duration: int = 3,
+        mime_type: str = "audio/ogg",
+        caption: str | None = None,
+        chat_id: int | None = None,
+        chat_type: str = "private",
+    ) -> dict[str, Any]:
+        """Queue a voice note whose file holds ``data`` (Telegram's are OGG/Opus); return the update."""
+        ids = self.add_file(data, kind="voice", mime_type=mime_type)
+        voice_note = {**ids, "duration": duration, "mime_type": mime_type, "file_size": len(data)}
+        return self._user_file_message(user_id, "voice", voice_note, caption, chat_id, chat_type)
+
+    def user_sends_audio(
+        self,
+        user_id: int,
+        data: bytes,
+        *,
+        duration: int = 30,
+        mime_type: str = "audio/mpeg",
+        file_name: str = "audio.mp3",
+        caption: str | None = None,
+        chat_id: int | None = None,
+        chat_type: str = "private",
+    ) -> dict[str, Any]:
+        """Queue an audio file (music, a recording shared as a file) holding ``data``; return the update."""
+        ids = self.add_file(data, kind="audio", file_name=file_name, mime_type=mime_type)
+        audio = {**ids, "duration": duration, "file_name": file_name, "mime_type": mime_type, "file_size": len(data)}
+        return self._user_file_message(user_id, "audio", audio, caption, chat_id, chat_type)
+
+    def user_sends_photo(
+        self,
+        user_id: int,
+        data: bytes,
+        *,
+        caption: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        chat_id: int | None = None,
+        chat_type: str = "private",
+    ) -> dict[str, Any]:
+        """Queue a photo: PhotoSize entries smallest first, as Telegram sends them; return the update.
+
+        The size comes from the PNG or JPEG header of ``data`` (else ``width``/``height``, else 1280x960).
+        The fake does not resize: every entry downloads ``data`` and reports its length as ``file_size``.
+        """
+        found = image_size(data)
+        if width is None or height is None:
+            width, height = found or (1280, 960)
+        sizes = []
+        for w, h in photo_sizes(width, height):
+            ids = self.add_file(data, kind="photo", mime_type="image/jpeg")
+            sizes.append({**ids, "width": w, "height": h, "file_size": len(data)})
+        return self._user_file_message(user_id, "photo", sizes, caption, chat_id, chat_type)
+
+    def user_sends_document(
+        self,
+        user_id: int,
+        data: bytes,
+        *,
+        file_name: str = "notes.txt",
+        mime_type: str = "text/plain",
+        caption: str | None = None,
+        chat_id: int | None = None,
+        chat_type: str = "private",
+    ) -> dict[str, Any]:
+        """Queue a document holding ``data``; return the update."""
+        ids = self.add_file(data, kind="document", file_name=file_name, mime_type=mime_type)
+        doc = {**ids, "file_name": file_name, "mime_type": mime_type, "file_size": len(data)}
+        return self._user_file_message(user_id, "document", doc, caption, chat_id, chat_type)
 
     def user_presses(self, user_id: int, message_id: int, data: str, *, chat_id: int | None = None) -> str:
         """Queue a callback query for a button on ``message_id``; return the query id.
@@ -1281,16 +1234,22 @@ class FakeBotAPI:
             for value in obj:
                 self._register_chats(value)
 
-    def _register_user_files(self, obj: Any) -> None:
+    def _register_user_files(self, obj: Any, kind: str = "document") -> None:
+        """Files in a user's message that no test gave bytes for get filler bytes of their ``file_size``."""
         if isinstance(obj, dict):
-            if isinstance(obj.get("file_id"), str) and obj["file_id"] not in self._files:
-                name = obj.get("file_name", "file")
-                self._files[obj["file_id"]] = (f"fake file {obj['file_id']}".encode(), name, "")
-            for value in obj.values():
-                self._register_user_files(value)
+            file_id = obj.get("file_id")
+            if isinstance(file_id, str) and file_id not in self._files:
+                size = int(obj.get("file_size") or 0)
+                filler = (f"fake file {file_id} ".encode() * (size // 20 + 1))[:size] if size else b"fake file"
+                self._files[file_id] = StoredFile(
+                    filler, kind, str(obj.get("file_unique_id") or f"u{file_id}"), obj.get("file_name"),
+                    obj.get("mime_type"),
+                )
+            for key, value in obj.items():
+                self._register_user_files(value, key if key in _FILE_FOLDERS else kind)
         elif isinstance(obj, list):
             for value in obj:
-                self._register_user_files(value)
+                self._register_user_files(value, kind)
 
     # ------------------------------------------------------------------ observation
 
@@ -1309,6 +1268,37 @@ class FakeBotAPI:
         if not msgs:
             raise AssertionError(f"the bot sent nothing to chat {chat_id}; {self.describe()}")
         return msgs[-1]
+
+    def drafts(self, chat_id: int) -> list[str]:
+        """The visible texts of every sendMessageDraft the bot made in a chat, in order ("" = "Thinking...")."""
+        return [d["text"] for d in self._drafts.get(chat_id, [])]
+
+    def draft_calls(self, chat_id: int) -> list[dict[str, Any]]:
+        """Every draft in a chat with draft_id, text, raw_text, entities, parse_mode, message_thread_id, at."""
+        return [dict(d) for d in self._drafts.get(chat_id, [])]
+
+    def commands_for(self, chat_id: int, language_code: str = "") -> list[dict[str, Any]]:
+        """The command menu a user with ``language_code`` sees in their private chat ``chat_id``.
+
+        Telegram's order: the chat's own scope, then all private chats, then the default scope; within each,
+        the user's language before the list set without a language.
+        """
+        scopes: list[dict[str, Any]] = [{"type": "chat", "chat_id": chat_id}, {"type": "all_private_chats"},
+                                        {"type": "default"}]
+        for scope in scopes:
+            for language in dict.fromkeys((language_code, "")):
+                key = self._commands_key({"scope": scope, "language_code": language})
+                if key in self.commands:
+                    return list(self.commands[key])
+        return []
+
+    def description_for(self, language_code: str = "") -> str:
+        """The description a user with ``language_code`` sees (their language's, else the one for all)."""
+        return self.descriptions.get(language_code) or self.descriptions.get("", "")
+
+    def short_description_for(self, language_code: str = "") -> str:
+        """The short description a user with ``language_code`` sees (their language's, else the one for all)."""
+        return self.short_descriptions.get(language_code) or self.short_descriptions.get("", "")
 
     def chat_actions(self, chat_id: int) -> list[str]:
         """Chat actions (typing, ...) the bot sent to a chat, in order."""
@@ -1339,21 +1329,6 @@ class FakeBotAPI:
         if self.errors:
             lines.append(f"errors: {[e['description'] for e in self.errors[-limit:]]}")
         return "\n".join(lines)
-
-    async def wait_for(
-        self,
-        predicate: Callable[[], bool],
-        timeout: float = 5.0,
-        *,
-        what: str = "",
-    ) -> None:
-        """Poll ``predicate`` until true; raise TimeoutError listing recent messages otherwise."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() >= deadline:
-                label = f" ({what})" if what else ""
-                raise TimeoutError(f"condition{label} not met within {timeout}s\n{self.describe()}")
-            await asyncio.sleep(0.01)
 
     async def wait_messages(
         self,
@@ -1523,7 +1498,7 @@ class FakeBotAPI:
             raise ApiError(403, BLOCKED, record=False)
         if (
             lower.startswith(("send", "copy", "forward"))
-            and lower != "sendchataction"
+            and lower not in ("sendchataction", "sendmessagedraft")
             and chat_id is not None
         ):
             self._flood_check(chat_id)
@@ -1576,13 +1551,28 @@ class FakeBotAPI:
 
     def _check_semantics(self, method: str, params: dict[str, Any]) -> None:
         mode = params.get("parse_mode")
-        if mode is not None and mode.lower() not in ("html", "markdown", "markdownv2"):
-            raise ApiError(400, "Bad Request: unsupported parse_mode")
+        if mode is not None and mode.lower() != "html":
+            # Telegram also knows MarkdownV2 and Markdown; Rein sends HTML only, and so the fake parses only that.
+            raise ApiError(400, f'Bad Request: unsupported parse_mode "{mode}": this test server supports HTML only')
         lower = method.lower()
         if "text" in params and lower in ("sendmessage", "editmessagetext"):
             params["_visible_text"], params["_entities"] = self._parse_text(
                 params, "text", "entities", TEXT_LIMIT
             )
+        if lower == "sendmessagedraft":
+            if params["draft_id"] == 0:
+                raise ApiError(400, "Bad Request: draft_id must be non-zero")
+            params.setdefault("text", "")
+            params["_visible_text"], params["_entities"] = self._parse_text(
+                params, "text", "entities", TEXT_LIMIT, allow_empty=True
+            )
+        language = params.get("language_code")
+        if language and not _LANGUAGE_CODE_RE.fullmatch(language):
+            raise ApiError(400, "Bad Request: language_code must be a two-letter ISO 639-1 code or empty")
+        if len(params.get("description", "")) > DESCRIPTION_LIMIT and lower == "setmydescription":
+            raise ApiError(400, "Bad Request: description is too long")
+        if len(params.get("short_description", "")) > SHORT_DESCRIPTION_LIMIT:
+            raise ApiError(400, "Bad Request: short description is too long")
         if "caption" in params:
             params["_visible_caption"], params["_caption_entities"] = self._parse_text(
                 params, "caption", "caption_entities", CAPTION_LIMIT
@@ -1612,7 +1602,7 @@ class FakeBotAPI:
                     raise ApiError(400, "Bad Request: command description is empty or too long")
 
     def _parse_text(
-        self, params: dict[str, Any], key: str, entities_key: str, limit: int
+        self, params: dict[str, Any], key: str, entities_key: str, limit: int, *, allow_empty: bool = False
     ) -> tuple[str, list[dict[str, Any]]]:
         raw: str = params[key]
         mode = params.get("parse_mode")
@@ -1634,7 +1624,7 @@ class FakeBotAPI:
             if visible != raw:
                 visible, entities = _trim(raw, entities)
         if key == "text":
-            if not visible:
+            if not visible and not allow_empty:
                 raise ApiError(400, "Bad Request: message text is empty")
             if len(visible) > limit:
                 raise ApiError(400, "Bad Request: message is too long")
@@ -1774,22 +1764,23 @@ class FakeBotAPI:
             raise ApiError(400, "Bad Request: message to be replied not found")
         return int(mid)
 
-    def _new_file(self, data: bytes, filename: str, mime: str, prefix: str) -> str:
-        file_id = f"{prefix}{next(_file_counter):08d}fake"
-        self._files[file_id] = (data, filename, mime)
+    def _new_file(self, data: bytes, filename: str, mime: str, prefix: str, kind: str) -> str:
+        n = next(_file_counter)
+        file_id = f"{prefix}{n:08d}fake"
+        self._files[file_id] = StoredFile(data, kind, f"AQADb{n:08d}", filename, mime)
         return file_id
 
     def _input_file(self, ctx: _Ctx, key: str, prefix: str) -> tuple[bytes | None, str | None, str, str]:
         value = ctx.params[key]
         if isinstance(value, UploadedFile):
-            file_id = self._new_file(value.data, value.filename, value.content_type, prefix)
+            file_id = self._new_file(value.data, value.filename, value.content_type, prefix, key)
             return value.data, value.filename, value.content_type, file_id
         if value in self._files:
-            data, name, mime = self._files[value]
-            return data, name, mime, value
+            known = self._files[value]
+            return known.data, known.file_name, known.mime_type or "", value
         if re.match(r"https?://", value):
             name = value.rstrip("/").rsplit("/", 1)[-1] or "file"
-            return None, name, "application/octet-stream", self._new_file(b"", name, "", prefix)
+            return None, name, "application/octet-stream", self._new_file(b"", name, "", prefix, key)
         raise ApiError(400, "Bad Request: wrong file identifier/HTTP URL specified")
 
     # ------------------------------------------------------------------ methods
@@ -2057,16 +2048,64 @@ class FakeBotAPI:
 
     def _m_getfile(self, ctx: _Ctx) -> Any:
         file_id = ctx.params["file_id"]
-        if file_id not in self._files:
+        known = self._files.get(file_id)
+        if known is None:
             raise ApiError(400, "Bad Request: invalid file_id")
-        data, name, _ = self._files[file_id]
-        path = self._file_paths.setdefault(file_id, f"files/{len(self._file_paths)}_{name}")
+        if len(known.data) > self.download_limit:
+            raise ApiError(400, "Bad Request: file is too big")
+        if known.file_path is None:
+            suffix = _EXTENSIONS.get(known.mime_type or "") or Path(known.file_name or "").suffix
+            folder = _FILE_FOLDERS.get(known.kind, "documents")
+            known.file_path = f"{folder}/file_{next(self._file_numbers)}{suffix}"
+            self._file_ids_by_path[known.file_path] = file_id
         return {
             "file_id": file_id,
-            "file_unique_id": f"u{file_id}",
-            "file_size": len(data),
-            "file_path": path,
+            "file_unique_id": known.file_unique_id,
+            "file_size": len(known.data),
+            "file_path": known.file_path,
         }
+
+    def _m_sendmessagedraft(self, ctx: _Ctx) -> Any:
+        p = ctx.params
+        chat_id = int(p["chat_id"])
+        if self._chat_dict(chat_id).get("type") != "private":
+            raise ApiError(400, "Bad Request: message drafts can be sent to private chats only")
+        self._drafts.setdefault(chat_id, []).append(
+            {
+                "draft_id": p["draft_id"],
+                "text": p["_visible_text"],
+                "raw_text": p["text"],
+                "entities": p["_entities"],
+                "parse_mode": p.get("parse_mode"),
+                "message_thread_id": p.get("message_thread_id"),
+                "at": time.time(),
+            }
+        )
+        return True
+
+    def _m_setmydescription(self, ctx: _Ctx) -> Any:
+        language = ctx.params.get("language_code", "")
+        description = ctx.params.get("description", "")
+        if description:
+            self.descriptions[language] = description
+        else:
+            self.descriptions.pop(language, None)
+        return True
+
+    def _m_getmydescription(self, ctx: _Ctx) -> Any:
+        return {"description": self.descriptions.get(ctx.params.get("language_code", ""), "")}
+
+    def _m_setmyshortdescription(self, ctx: _Ctx) -> Any:
+        language = ctx.params.get("language_code", "")
+        short = ctx.params.get("short_description", "")
+        if short:
+            self.short_descriptions[language] = short
+        else:
+            self.short_descriptions.pop(language, None)
+        return True
+
+    def _m_getmyshortdescription(self, ctx: _Ctx) -> Any:
+        return {"short_description": self.short_descriptions.get(ctx.params.get("language_code", ""), "")}
 
     def _m_copymessage(self, ctx: _Ctx) -> Any:
         msg = self._store(ctx, "copy", extra={})
@@ -2104,20 +2143,20 @@ class FakeBotAPI:
     async def _handle_file(self, request: web.Request) -> web.StreamResponse:
         if request.match_info["token"] != self.token:
             return web.Response(status=401, text="Unauthorized")
-        path = request.match_info["path"]
-        for file_id, known in self._file_paths.items():
-            if known == path:
-                return web.Response(body=self._files[file_id][0])
-        return web.Response(status=404, text="Not Found")
+        file_id = self._file_ids_by_path.get(request.match_info["path"])
+        if file_id is None:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=self._files[file_id].data)
 
     async def _handle_control(self, request: web.Request) -> web.StreamResponse:
         """Drive the fake over HTTP (for a fake running in another process).
 
         POST /_fake/user_sends {"user_id", "text", ...}, /_fake/users_send {"messages": [...]},
+        /_fake/user_sends_voice|audio|photo|document {"user_id", "data_base64", ...},
         /_fake/user_presses {"user_id", "message_id", "data"}, /_fake/add_update {...},
         /_fake/block|unblock {"user_id"}, /_fake/fail_next {...},
         /_fake/drop_next {...}, /_fake/flood {"per_chat", "total"}, /_fake/clear;
-        GET /_fake/messages?chat_id=N, /_fake/stats.
+        GET /_fake/messages?chat_id=N, /_fake/drafts?chat_id=N, /_fake/stats.
         """
         action = request.match_info["action"]
         body: dict[str, Any] = await request.json() if request.can_read_body else {}
@@ -2127,6 +2166,9 @@ class FakeBotAPI:
             return web.json_response([self.user_sends(**message) for message in body["messages"]])
         if action == "user_sends_message":
             return web.json_response(self.user_sends_message(**body))
+        if action in ("user_sends_voice", "user_sends_audio", "user_sends_photo", "user_sends_document"):
+            data = base64.b64decode(body.pop("data_base64"))
+            return web.json_response(getattr(self, action)(data=data, **body))
         if action == "user_presses":
             return web.json_response({"query_id": self.user_presses(**body)})
         if action == "add_update":
@@ -2155,6 +2197,8 @@ class FakeBotAPI:
         if action == "messages":
             chat_id = int(request.query["chat_id"])
             return web.json_response([m.summary() for m in self.messages(chat_id, include_deleted=True)])
+        if action == "drafts":
+            return web.json_response(self.drafts(int(request.query["chat_id"])))
         if action == "stats":
             return web.json_response(
                 {
@@ -2192,27 +2236,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flood-per-chat", type=float, default=None)
     parser.add_argument("--flood-total", type=float, default=None)
     args = parser.parse_args(argv)
-
-    async def serve() -> None:
-        fake = FakeBotAPI(
-            args.token,
-            bot_username=args.bot_username,
-            spec_path=args.spec,
-            host=args.host,
-            port=args.port,
-            require_known_chats=not args.any_chat,
-            flood_limit_per_chat=args.flood_per_chat,
-            flood_limit_total=args.flood_total,
-        )
-        await fake.start()
-        print(f"FakeBotAPI listening on {fake.url} (token {args.token})", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await fake.stop()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    fake = FakeBotAPI(
+        args.token,
+        bot_username=args.bot_username,
+        spec_path=args.spec,
+        host=args.host,
+        port=args.port,
+        require_known_chats=not args.any_chat,
+        flood_limit_per_chat=args.flood_per_chat,
+        flood_limit_total=args.flood_total,
+    )
+    serve_until_interrupted(fake, lambda server: f"FakeBotAPI listening on {server.url} (token {args.token})")
 
 
 if __name__ == "__main__":

@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import math
 import re
-import socket
 import time
 import uuid
 from collections import deque
@@ -46,6 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.server import LoopbackServer, serve_until_interrupted
 
 STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
@@ -362,8 +362,10 @@ def _without_required(value: Any, schema: dict[str, Any]) -> Any:
 # The server
 
 
-class FakeGemini:
+class FakeGemini(LoopbackServer):
     """A Gemini API server on 127.0.0.1; see the module docstring."""
+
+    client_max_size = 32 * 1024 * 1024
 
     def __init__(
         self,
@@ -374,8 +376,7 @@ class FakeGemini:
         api_key: str | None = None,
         model_version: str | None = None,
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host=host, port=port)
         self.latency = latency
         self.api_key = api_key
         self.model_version = model_version
@@ -386,45 +387,17 @@ class FakeGemini:
         self.answered = 0
         self.usages: list[dict[str, int]] = []  # the usageMetadata of every answer sent, in order
         self._queue: deque[Reply] = deque()
-        self._runner: web.AppRunner | None = None
 
-    # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def url(self) -> str:
-        """Root URL, e.g. ``http://127.0.0.1:40124`` (pass as HttpOptions.base_url)."""
-        if self._runner is None:
-            raise RuntimeError("FakeGemini is not started")
-        return f"http://{self.host}:{self.port}"
-
-    async def start(self) -> str:
-        """Start serving in the running loop; return ``url``."""
-        app = web.Application(client_max_size=32 * 1024 * 1024)
+    def routes(self, app: web.Application) -> None:
+        """generateContent and friends under /v1 and /v1beta, the control endpoints, 404 for the rest."""
         app.router.add_route("POST", "/{version}/models/{model_action}", self._handle)
         app.router.add_route("*", "/_fake/{action}", self._handle_control)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(runner, sock).start()
-        self._runner = runner
-        return self.url
 
-    async def stop(self) -> None:
-        """Stop serving."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeGemini:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    def describe(self) -> str:
+        """The last requests: model, action and the last user text."""
+        recent = [f"{r.model}:{r.action} {r.last_user_text[:60]!r}" for r in self.requests[-10:]]
+        return f"recent requests: {recent}"
 
     # ------------------------------------------------------------------ scripting
 
@@ -752,18 +725,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
     parser.add_argument("--api-key", default=None, help="accept only this key (default: any key)")
     args = parser.parse_args(argv)
-
-    async def serve() -> None:
-        fake = FakeGemini(host=args.host, port=args.port, latency=args.latency, api_key=args.api_key)
-        await fake.start()
-        print(f"FakeGemini listening on {fake.url}", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await fake.stop()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    fake = FakeGemini(host=args.host, port=args.port, latency=args.latency, api_key=args.api_key)
+    serve_until_interrupted(fake, lambda server: f"FakeGemini listening on {server.url}")
 
 
 if __name__ == "__main__":

@@ -29,29 +29,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gzip
 import json
-import socket
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.server import LoopbackServer, serve_until_interrupted
+
 PREFIX = "/v1/private"
 
 
-class OpikStub:
+class OpikStub(LoopbackServer):
     """Answers the Opik SDK on 127.0.0.1 and records what it sent."""
 
     def __init__(
         self, *, host: str = "127.0.0.1", port: int = 0, delay: float = 0.0, down: bool = False
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host=host, port=port)
         self.delay = delay
         self.down = down
         self.requests: list[tuple[str, str, Any]] = []
@@ -63,90 +60,15 @@ class OpikStub:
         self.prompt_versions: dict[str, list[dict[str, Any]]] = {}  # prompt name -> versions, newest last
         self.trace_updates: list[tuple[str, dict[str, Any]]] = []
         self.span_updates: list[tuple[str, dict[str, Any]]] = []
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self._thread_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
 
-    # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def url(self) -> str:
-        """Root URL for ``OPIK_URL_OVERRIDE``, e.g. ``http://127.0.0.1:40125``."""
-        if self._runner is None:
-            raise RuntimeError("OpikStub is not started")
-        return f"http://{self.host}:{self.port}"
-
-    async def start(self) -> str:
-        """Start serving in the running loop; return ``url``."""
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+    def routes(self, app: web.Application) -> None:
+        """Every path: recorded, then answered as Opik would."""
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(runner, sock).start()
-        self._runner = runner
-        return self.url
 
-    async def stop(self) -> None:
-        """Stop serving."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> OpikStub:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    def start_in_thread(self, timeout: float = 10.0) -> str:
-        """Serve from a daemon thread with its own event loop; return ``url``."""
-        if self._thread is not None:
-            raise RuntimeError("OpikStub thread already running")
-        ready = threading.Event()
-        failures: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            self._thread_loop = loop
-            try:
-                loop.run_until_complete(self.start())
-            except BaseException as exc:
-                failures.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(self.stop())
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name="opik-stub", daemon=True)
-        self._thread.start()
-        if not ready.wait(timeout):
-            raise TimeoutError("OpikStub thread did not start")
-        if failures:
-            self._thread = None
-            raise failures[0]
-        return self.url
-
-    def stop_thread(self, timeout: float = 5.0) -> None:
-        """Stop the server started by ``start_in_thread`` and join its thread."""
-        loop, thread = self._thread_loop, self._thread
-        if loop is None or thread is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout)
-        self._thread = None
-        self._thread_loop = None
+    def describe(self) -> str:
+        """The last requests, as ``METHOD /path``."""
+        return f"saw {self.paths()[-20:]}"
 
     # ------------------------------------------------------------------ observation
 
@@ -187,26 +109,6 @@ class OpikStub:
         for item_id, patch in list(updates):
             out.setdefault(item_id, {"id": item_id}).update(patch)
         return out
-
-    def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        """Block (thread mode) until ``predicate()`` is true; TimeoutError listing recorded paths."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"OpikStub: condition not met within {timeout}s; saw {self.paths()[-20:]}")
-            time.sleep(0.01)
-
-    async def wait_for(
-        self,
-        predicate: Callable[[], bool],
-        timeout: float = 5.0,
-    ) -> None:
-        """Async variant of ``wait_until`` (for a stub in the test's loop)."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"OpikStub: condition not met within {timeout}s; saw {self.paths()[-20:]}")
-            await asyncio.sleep(0.01)
 
     # ------------------------------------------------------------------ HTTP
 
@@ -273,10 +175,10 @@ class OpikStub:
                             return web.json_response({"errors": [f"{kind[:-1]} not found"]}, status=404)
                         return web.json_response(known)
             if method == "POST" and path == f"{PREFIX}/prompts/versions/retrieve":
-                known = self.prompt_versions.get(str(data.get("name")))
-                if known is None:
+                versions = self.prompt_versions.get(str(data.get("name")))
+                if versions is None:
                     return web.json_response({"errors": ["prompt not found"]}, status=404)
-                return web.json_response(known[-1])
+                return web.json_response(versions[-1])
             if method == "POST" and path == f"{PREFIX}/prompts/versions":
                 name = str(data.get("name"))
                 version = dict(data.get("version") or {})
@@ -307,18 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
     parser.add_argument("--down", action="store_true", help="answer 503 to everything")
     args = parser.parse_args(argv)
-
-    async def serve() -> None:
-        stub = OpikStub(host=args.host, port=args.port, delay=args.delay, down=args.down)
-        await stub.start()
-        print(f"OpikStub listening on {stub.url}", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await stub.stop()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    stub = OpikStub(host=args.host, port=args.port, delay=args.delay, down=args.down)
+    serve_until_interrupted(stub, lambda server: f"OpikStub listening on {server.url}")
 
 
 if __name__ == "__main__":
