@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -191,11 +190,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-async def settle(seconds: float = 0.3) -> None:
-    """Give the bot a moment to (not) react, for asserting that nothing more was sent."""
-    await asyncio.sleep(seconds)
 
 
 async def user_snapshot(h: Harness, user_id: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from pipeline.chart import count_bars, decode_png
 from pipeline.checkins.scheduler import CheckinScheduler
 from storage.models import CheckinPrefs, CheckinSchedule, CheckinSend, ProgressEntry, Stage, Turn, User
-from tests.conftest import Clock, Harness, make_settings, settle, start_bot, stop_bot
+from tests.conftest import Clock, Harness, make_settings, start_bot, stop_bot
 
 ANN = 4001
 BOB = 4002
@@ -365,7 +365,9 @@ async def test_restart_sends_what_fell_due_inside_the_grace_window_once_and_skip
         app = await start_bot(settings)
         try:
             await bot_api.wait_for(lambda: len(checkins_in(h, ANN)) == 1, timeout=5)
-            await settle(0.3)
+            timer = app.bot_data.services.checkins.scheduler
+            # Whatever was due at the start has been handled once the timer waits for a later instant.
+            await bot_api.wait_for(lambda t=timer: t.armed is not None and t.armed > datetime.now(UTC), timeout=5)
         finally:
             await stop_bot(app)
     assert len(checkins_in(h, ANN)) == 1 and checkins_in(h, BOB) == []
@@ -389,8 +391,9 @@ async def test_the_timer_fires_a_checkin_set_for_the_next_moment(bot_api, gemini
                                   .values(next_due_at=when))
         assert h.services.checkins.scheduler is not None
         h.services.checkins.scheduler.poke(when)
+        passes = h.services.checkins.scheduler.passes
         await bot_api.wait_for(lambda: len(checkins_in(h, ANN)) == 1, timeout=3)
-        await settle(0.5)
+        await bot_api.wait_for(lambda: h.services.checkins.scheduler.passes > passes, timeout=5)  # its pass ended
         assert len(checkins_in(h, ANN)) == 1
     finally:
         await stop_bot(app)

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from storage.models import Turn, User
-from tests.conftest import Harness, make_settings, settle, start_bot, stop_bot
+from tests.conftest import Harness, make_settings, start_bot, stop_bot
 from tests.fakes import Fault
 
 ANN = 5101
@@ -116,7 +116,7 @@ async def test_a_gemini_reply_longer_than_4096_characters_arrives_split(harness:
     before = len(harness.bot_api.messages(ANN))
     harness.bot_api.user_sends(ANN, "Tell me everything")
     await harness.bot_api.wait_for(lambda: len(harness.bot_api.messages(ANN)) >= before + 3)
-    await settle(0.3)
+    await harness.settled()
     parts = harness.bot_api.messages(ANN)[before:]
     assert all(len(p.text or "") <= 4096 for p in parts)
     assert sum(len(p.text or "") for p in parts) >= 8900
@@ -139,7 +139,7 @@ async def test_telegram_429_with_retry_after_delivers_later_exactly_once(harness
     reply = (await harness.say(ANN, "Flood control test"))[0]
     assert reply.text == "Coach: Flood control test"
     assert time.monotonic() - started >= 1.0
-    await settle(0.3)
+    await harness.settled()
     assert [m.text for m in harness.bot_api.messages(ANN)].count("Coach: Flood control test") == 1
     assert [c["status"] for c in sends_of(harness, "Flood control test")] == [429, 200]
 
@@ -153,7 +153,7 @@ async def test_telegram_flood_limit_per_chat_loses_and_duplicates_nothing(harnes
     await harness.bot_api.wait_for(
         lambda: sum(1 for m in harness.bot_api.messages(ANN) if (m.text or "").startswith("Coach: update")) >= 3,
         timeout=15)
-    await settle(0.5)
+    await harness.settled()
     texts = [m.text for m in harness.bot_api.messages(ANN) if (m.text or "").startswith("Coach: update")]
     assert sorted(texts) == ["Coach: update 0", "Coach: update 1", "Coach: update 2"]
     assert harness.bot_api.flood_hits >= 1
@@ -170,7 +170,7 @@ async def test_telegram_5xx_or_dropped_connection_on_send_is_retried(harness: Ha
         harness.bot_api.fail_next("sendMessage", int(fault), description)
     reply = (await harness.say(ANN, "Resend me"))[0]
     assert reply.text == "Coach: Resend me"
-    await settle(0.3)
+    await harness.settled()
     assert [m.text for m in harness.bot_api.messages(ANN)].count("Coach: Resend me") == 1
 
 
@@ -220,14 +220,14 @@ async def test_a_user_who_blocked_the_bot_is_remembered_and_welcomed_back(harnes
     harness.bot_api.block(ANN, notify=False)
     harness.bot_api.user_sends(ANN, "Are you ignoring me?")
     await harness.bot_api.wait_for(lambda: any(c["status"] == 403 for c in harness.bot_api.calls_to("sendMessage")))
-    await settle(0.3)
+    await harness.settled()
     async with harness.services.db.session() as session:
         user = (await session.scalars(select(User).where(User.telegram_id == ANN))).one()
     assert user.blocked
     assert (await user_turns(harness, ANN))[-1].text == "Are you ignoring me?"
     harness.bot_api.unblock(ANN)
     await harness.bot_api.wait_for(lambda: harness.bot_api.pending_updates == 0)
-    await settle(0.3)
+    await harness.settled()
     reply = (await harness.say(ANN, "Back again"))[0]
     assert reply.text == "Coach: Back again"
     async with harness.services.db.session() as session:

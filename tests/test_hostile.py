@@ -20,7 +20,7 @@ from pipeline.ratelimit import SlidingWindow
 from pipeline.texts import SLOW_DOWN
 from storage import users
 from storage.models import Goal, Turn, User
-from tests.conftest import Harness, make_settings, settle, start_bot, stop_bot, user_snapshot
+from tests.conftest import Harness, make_settings, start_bot, stop_bot, user_snapshot
 from tests.fakes.botapi import contact, dice, document, location, photo, poll, sticker, voice
 from tests.test_faults import to_coaching
 
@@ -53,7 +53,7 @@ async def test_every_non_text_message_type_gets_a_friendly_note(harness: Harness
     """Stickers, photos, voice, video, documents, locations, contacts, polls and dice get one short note."""
     harness.bot_api.user_sends_message(ANN, MEDIA[kind])
     sent = await harness.bot_api.wait_messages(ANN, 1)
-    await settle(0.2)
+    await harness.settled()
     assert len(harness.bot_api.messages(ANN)) == 1 and "text messages" in sent[0].text
 
 
@@ -67,7 +67,7 @@ async def test_edited_messages_and_channel_posts_are_ignored_quietly(harness: Ha
     harness.bot_api.add_update({"channel_post": {"message_id": 2, "date": now, "text": "news",
                                                  "chat": {"id": -100777, "type": "channel", "title": "News"}}})
     await harness.bot_api.wait_for(lambda: harness.bot_api.pending_updates == 0)
-    await settle(0.3)
+    await harness.settled()
     assert harness.bot_api.messages(ANN) == [] and harness.bot_api.messages(-100777) == []
     assert len(await harness.say(ANN, "/start", expect=2)) == 2
 
@@ -87,7 +87,7 @@ async def test_group_messages_and_being_added_to_a_group_get_one_note(harness: H
     harness.bot_api.user_sends(ANN, "hello coach", chat_id=chat_id, chat_type=chat_type)
     harness.bot_api.user_sends(BOB, "/start", chat_id=chat_id, chat_type=chat_type)
     await harness.bot_api.wait_for(lambda: harness.bot_api.pending_updates == 0)
-    await settle(0.3)
+    await harness.settled()
     assert [m.text for m in harness.bot_api.messages(chat_id)] == [
         "I coach one-to-one only. Message me privately to work on your goals."]
 
@@ -97,12 +97,12 @@ async def test_a_user_who_blocks_and_unblocks_is_tracked(harness: Harness) -> No
     await harness.say(ANN, "/start", expect=2)
     harness.bot_api.block(ANN)
     await harness.bot_api.wait_for(lambda: harness.bot_api.pending_updates == 0)
-    await settle(0.2)
+    await harness.settled()
     async with harness.services.db.session() as session:
         assert (await users.get_user(session=session, telegram_id=ANN)).blocked  # type: ignore[union-attr]
     harness.bot_api.unblock(ANN)
     await harness.bot_api.wait_for(lambda: harness.bot_api.pending_updates == 0)
-    await settle(0.2)
+    await harness.settled()
     async with harness.services.db.session() as session:
         assert not (await users.get_user(session=session, telegram_id=ANN)).blocked  # type: ignore[union-attr]
 
@@ -160,7 +160,7 @@ async def test_commands_with_junk_arguments_or_deep_links_work(harness: Harness,
     """Unknown commands point to /help; known ones ignore junk arguments; /start takes a deep-link payload."""
     harness.bot_api.user_sends(ANN, command)
     await harness.bot_api.wait_messages(ANN, 1)
-    await settle(0.2)
+    await harness.settled()
     shown = " ".join((m.text or m.caption or "") for m in harness.bot_api.messages(ANN))
     assert words in shown
 
@@ -210,7 +210,7 @@ async def test_fuzzed_button_data_never_crashes_nor_touches_another_users_data(
     unanswered = [d for q, d in zip(queries, forged, strict=True) if q not in harness.bot_api.callback_answers]
     assert unanswered == [], "every press gets an answer (or the spinner would hang)"
     await harness.bot_api.wait_for(lambda: harness.bot_api.pending_updates == 0)
-    await settle(0.5)
+    await harness.settled()
     assert await user_snapshot(harness, ANN) == before, "Bob's presses changed nothing of Ann's"
     assert not [r for r in caplog.records if r.getMessage().startswith("bot.unhandled_error")]
 
@@ -308,7 +308,7 @@ async def test_a_flooding_user_gets_one_notice_and_bounded_llm_calls_while_other
         bob_latency = time.monotonic() - bob_sent
         await bot_api.wait_for(lambda: bot_api.pending_updates == 0)
         await bot_api.wait_for(lambda: len(h.services.locks) == 0, timeout=20)
-        await settle(0.3)
+        await h.settled()
         replies = [m.text or "" for m in bot_api.messages(ANN)[before:]]
         assert replies.count(SLOW_DOWN) == 1, "one notice per window, not fifty"
         coached = [r for r in replies if r.startswith("Coach: flood")]
@@ -385,6 +385,6 @@ async def test_quick_presses_on_the_same_message_neither_repeat_an_edit_nor_rest
     queries = [harness.bot_api.user_presses(ANN, plan.message_id, data) for data in (accept, four, four)]
     await harness.bot_api.wait_for(lambda: all(q in harness.bot_api.callback_answers for q in queries))
     await harness.bot_api.wait_for(lambda: len(harness.services.locks) == 0)
-    await settle(0.3)
+    await harness.settled()
     final = next(m for m in harness.bot_api.messages(ANN) if m.message_id == plan.message_id)
     assert [label for label, _ in final.buttons()] == ["☆1", "☆2", "☆3", "★4", "☆5"]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from tests.conftest import Harness, make_settings, settle, start_bot, stop_bot
+from tests.conftest import Harness, make_settings, start_bot, stop_bot
 from tests.fakes import FakeBotAPI, FakeGemini
 from tests.test_faults import to_coaching
 
@@ -46,7 +46,7 @@ async def _turn_statements(h: Harness, text: str) -> list[str]:
     event.listen(engine, "before_cursor_execute", record)
     try:
         await h.say(ANN, text)
-        await settle(0.1)
+        await h.settled()
     finally:
         event.remove(engine, "before_cursor_execute", record)
     return seen

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from storage.models import Rating, Turn
-from tests.conftest import Harness, settle
+from tests.conftest import Harness
 
 ANN = 2001
 BOB = 2002
@@ -60,7 +60,7 @@ async def test_double_tap_is_harmless(harness: Harness) -> None:
     await harness.bot_api.wait_for(lambda: first in harness.bot_api.callback_answers)
     second = harness.bot_api.user_presses(ANN, reply.message_id, three)
     await harness.bot_api.wait_for(lambda: second in harness.bot_api.callback_answers)
-    await settle(0.3)
+    await harness.settled()
     async with harness.services.db.session() as session:
         assert [r.value for r in (await session.scalars(select(Rating))).all()] == [3]
 
@@ -82,7 +82,7 @@ async def test_low_rating_asks_once_what_would_have_helped(harness: Harness) -> 
     two = next(d for d in _stars(reply) if d.endswith(":2"))
     query_id = harness.bot_api.user_presses(ANN, reply.message_id, two)
     await harness.bot_api.wait_for(lambda: query_id in harness.bot_api.callback_answers)
-    await settle(0.3)
+    await harness.settled()
     assert sum("What would have helped" in m.text for m in harness.bot_api.messages(ANN)) == 1
 
 

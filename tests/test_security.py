@@ -16,7 +16,7 @@ from bot import texts
 from bot.logs import REDACTED, configure, settings_secrets
 from bot.render import decode, encode
 from storage import turns, users
-from tests.conftest import TOKEN, Harness, make_settings, settle, start_bot, stop_bot, user_snapshot
+from tests.conftest import TOKEN, Harness, make_settings, start_bot, stop_bot, user_snapshot
 from tests.fakes import Fault
 from tests.test_faults import to_coaching
 
@@ -32,7 +32,7 @@ async def _bob_presses(h: Harness, message_id: int, data: str) -> tuple[dict[str
     query = h.bot_api.user_presses(BOB, message_id, data)
     await h.bot_api.wait_for(lambda: query in h.bot_api.callback_answers)
     await h.bot_api.wait_for(lambda: len(h.services.locks) == 0)
-    await settle(0.2)
+    await h.settled()
     return h.bot_api.callback_answers[query], [m.text or "" for m in h.bot_api.messages(BOB)[before:]]
 
 
@@ -106,7 +106,7 @@ async def test_commands_never_show_one_user_another_users_data(harness: Harness)
         h.bot_api.user_sends(BOB, command)
     await h.bot_api.wait_for(lambda: h.bot_api.pending_updates == 0)
     await h.bot_api.wait_for(lambda: len(h.services.locks) == 0)
-    await settle(0.5)
+    await h.settled()
     shown = []
     for message in h.bot_api.messages(BOB):
         shown += [message.text or "", message.caption or "", (message.file or b"").decode("utf-8", "replace")]
@@ -130,7 +130,7 @@ async def test_allowed_user_ids_turns_everyone_else_away_including_button_presse
         query = bot_api.user_presses(BOB, 1, encode("accept", 1))
         await bot_api.wait_for(lambda: query in bot_api.callback_answers)
         assert bot_api.callback_answers[query].get("text") == texts.NOT_ALLOWED
-        await settle(0.2)
+        await h.settled()
         async with h.services.db.session() as session:
             assert await users.get_user(session=session, telegram_id=BOB) is None
         assert all("I want to get fit" not in r.last_user_text for r in gemini.requests)
@@ -199,7 +199,7 @@ async def _eventful_run(h: Harness) -> None:
     await h.say(ANN, "Telegram is flaky now")
     h.bot_api.user_presses(ANN, 1, "garbage:data")
     await h.bot_api.wait_for(lambda: h.bot_api.pending_updates == 0)
-    await settle(0.3)
+    await h.settled()
 
 
 async def test_secrets_never_reach_the_log_or_opik(logged, opik_stub) -> None:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from bot.webhook import ALLOWED_UPDATES, SECRET_HEADER, Runner, make_runner
+from storage import inbox
 from tests import test_flow
 from tests.conftest import Harness, make_settings
 from tests.fakes import FakeBotAPI, FakeGemini, Fault
@@ -169,7 +170,10 @@ async def test_requests_without_the_right_secret_are_refused(bot_api, gemini, sq
             wrong = await client.post(runner.url, json=update, headers={SECRET_HEADER: "not-the-secret"})
             garbage = await client.post(runner.url, content=b"{", headers={SECRET_HEADER: SECRET})
         assert (missing.status_code, wrong.status_code, garbage.status_code) == (403, 403, 400)
-        await asyncio.sleep(0.3)
+        # A refused request is answered before anything is stored or queued: nothing can be handled later.
+        async with runner.app.bot_data.services.db.session() as session:
+            assert await inbox.count(session=session) == 0
+        assert runner.app.update_queue.qsize() == 0 and runner.app.update_processor.processed == 0
         assert bot_api.messages(ANN) == []
     finally:
         await runner.stop()

@@ -53,11 +53,17 @@ class CheckinScheduler:
         self._scheduler: Any = None
         self._lock = asyncio.Lock()
         self._armed: datetime | None = None
+        self.passes = 0  # passes finished (a positive signal that a pass has run, for tests and metrics)
 
     @property
     def running(self) -> bool:
         """Whether the scheduler is started."""
         return self._scheduler is not None
+
+    @property
+    def armed(self) -> datetime | None:
+        """When the timer fires next (None while a pass runs or before the start)."""
+        return self._armed
 
     async def start(self) -> None:
         """Start the timer and arm it (what fell due while the bot was down is handled at once)."""
@@ -148,6 +154,7 @@ class CheckinScheduler:
                 for batch in batches:
                     for status in await batch:
                         total.count(status)
+        self.passes += 1
         if total.seen or total.recovered:
             logger.info("checkin.pass %s", " ".join(f"{f.name}={getattr(total, f.name)}" for f in fields(total)))
         return total
