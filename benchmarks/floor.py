@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from benchmarks.loopback import BOT_CPU, ROOT, TOKEN, BotProcess, _all_cpus, isolated, servers
+from benchmarks.registry import FLOOR
 from benchmarks.turns import burst, database, row, seed
 
 CALLS = 400  # per measured part
@@ -194,7 +195,7 @@ def run() -> list[dict[str, Any]]:
     kinds = [k.strip() for k in os.environ.get("REIN_BENCH_DATABASES", "sqlite,postgres").split(",")]
     with isolated(), servers() as srv:
         echo = _echo_cost(srv.bot_api)
-        sdk, direct = _measure("gemini-sdk", srv.gemini), _measure("gemini-rein", srv.gemini)
+        sdk, adapter = _measure("gemini-sdk", srv.gemini), _measure("gemini-rein", srv.gemini)
         opik = _measure("opik", srv.opik)
     statement: dict[str, float] = {}
     for kind in kinds:
@@ -204,20 +205,22 @@ def run() -> list[dict[str, Any]]:
     rows = [
         row("B0 python-telegram-bot alone: one text in, one HTML reply with buttons out (echo bot, Rein's "
             "request and limiter settings)", f"{echo:.2f} ms per message", "(floor)", True),
-        row(f"B0 google-genai alone: one call with a {HISTORY}-message history, SDK's public path / Rein's "
-            "direct path", f"{sdk:.2f} / {direct:.2f} ms = {sdk / direct:.0f} × less", "(floor)", True),
+        row(f"B0 google-genai alone: one call with a {HISTORY}-message history, the SDK's public client / through "
+            "Rein's adapter (the same public call, plus retries and error mapping)",
+            f"{sdk:.2f} / {adapter:.2f} ms", "(floor)", True),
         row("B0 Opik alone: one trace with one LLM span as Rein sends them (SDK in process, flushed)",
             f"{opik:.2f} ms per turn", "(floor)", True),
     ]
     for kind, cost in statement.items():
         # A turn: the update and the reply (the echo), one typing indicator (another send), one Gemini call,
         # the statements.
-        floor = 2 * echo + direct + cost
+        floor = 2 * echo + sdk + cost
+        FLOOR[kind] = (floor, floor + opik)
         rows.append(row(f"B0 {kind}: SQLAlchemy async, nine trivial statements (SELECT 1) in two sessions "
                         "(a coaching turn's shape)", f"{cost:.2f} ms", "(floor)", True))
-        rows.append(row(f"B0 {kind}: a coaching turn at the stack's floor (2 × echo + 1 Gemini call + the nine "
-                        "statements), untraced / traced", f"{floor:.1f} / {floor + opik:.1f} ms",
-                        "B2's ≤ 5 ms reachable?", floor + opik <= 5))
+        rows.append(row(f"B0 {kind}: a coaching turn at the stack's floor (2 × echo + 1 public Gemini call + the "
+                        "nine statements), untraced / traced", f"{floor:.1f} / {floor + opik:.1f} ms", "(floor)",
+                        True))
     return rows
 
 

@@ -22,15 +22,17 @@ from sqlalchemy import create_engine, insert, text
 from sqlmodel import SQLModel
 
 from benchmarks.loopback import BotProcess, Servers, bot_env, isolated, servers
+from benchmarks.registry import FLOOR
 from storage.db import sync_url, upgrade
 from storage.models import Stage
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 SEED_BATCH = 5000
 # B2's runs: (label, tracing, CPU_AFFINITY, EVENT_LOOP); each runs B2_ROUNDS times, interleaved, and the
-# table has the means.
-B2_CONFIGS = (("off", False, "auto", "uvloop"), ("on", True, "auto", "uvloop"),
-              ("unpinned", False, "off", "uvloop"), ("asyncio", False, "auto", "asyncio"))
+# table has the means. "" keeps the harness's own pinning (the bot alone on the last CPU, the load on the
+# others: `benchmarks.loopback`), so its figures are its own; "off" is Rein's default outside a benchmark.
+B2_CONFIGS = (("off", False, "", "uvloop"), ("on", True, "", "uvloop"),
+              ("unpinned", False, "off", "uvloop"), ("asyncio", False, "", "asyncio"))
 B2_ROUNDS = 2
 B2_FIRST_USER = 221  # B1 uses users 1–220; B2 takes 120 fresh ones per run
 SEEDED = B2_FIRST_USER - 1 + len(B2_CONFIGS) * B2_ROUNDS * 120  # users seeded for B1 and B2
@@ -210,7 +212,7 @@ def b2(srv: Servers, url: str, db: str) -> list[dict[str, Any]]:
     runs: dict[str, list[tuple[float, float]]] = {}
     for n, (label, tracing, affinity, loop) in enumerate(B2_CONFIGS * B2_ROUNDS):  # interleaved: drift hits all
         first = B2_FIRST_USER + n * 120  # fresh users each run: no history summaries mid-measurement
-        extra = {"TELEGRAM_RATE_LIMIT": "1000", "CPU_AFFINITY": affinity, "EVENT_LOOP": loop}
+        extra = {"TELEGRAM_RATE_LIMIT": "1000", "EVENT_LOOP": loop, **({"CPU_AFFINITY": affinity} if affinity else {})}
         if tracing:
             extra.update(OPIK_URL_OVERRIDE=srv.opik, OPIK_PROJECT_NAME="rein-bench")
         bot = BotProcess(bot_env(srv, url, **extra))
@@ -229,16 +231,29 @@ def b2(srv: Servers, url: str, db: str) -> list[dict[str, Any]]:
     (tps_off, cpu_off), (tps_on, cpu_on) = figures["off"], figures["on"]
     (tps_free, cpu_free), (tps_std, cpu_std) = figures["unpinned"], figures["asyncio"]
     overhead = cpu_on / cpu_off - 1
-    return [
+    rows = [
         row(f"B2 {db}: turns/s (tracing off / on)", f"{tps_off:.0f} / {tps_on:.0f}", "—", True),
-        row(f"B2 {db}: bot CPU per turn, tracing off", f"{cpu_off:.1f} ms", "≤ 5 ms", cpu_off <= 5),
-        row(f"B2 {db}: bot CPU per turn, tracing on", f"{cpu_on:.1f} ms", "≤ 5 ms", cpu_on <= 5),
-        row(f"B2 {db}: tracing overhead (CPU)", f"{overhead:+.0%}", "≤ +10 %", overhead <= 0.10),
-        row(f"B2 {db}: tracing off, CPU_AFFINITY=off (turns/s, CPU per turn)",
-            f"{tps_free:.0f}/s, {cpu_free:.1f} ms = {cpu_free / cpu_off:.2f} × pinned", "(measured)", True),
+        row(f"B2 {db}: bot CPU per coaching turn, tracing off / on", f"{cpu_off:.1f} / {cpu_on:.1f} ms",
+            "(measured)", True),
+        row(f"B2 {db}: tracing overhead (CPU)", f"{overhead:+.0%}", "(reported)", True),
+    ]
+    if db in FLOOR:
+        floor, floor_traced = FLOOR[db]
+        ratio, ratio_traced = cpu_off / floor, cpu_on / floor_traced
+        rows.append(row(f"B2 {db}: CPU per coaching turn over B0's floor (public paths, same run), untraced / "
+                        "traced", f"{cpu_off:.1f} / {floor:.1f} ms = {ratio:.2f} ×; {cpu_on:.1f} / "
+                        f"{floor_traced:.1f} ms = {ratio_traced:.2f} ×", "≤ 2.0 ×", ratio <= 2.0))
+    else:
+        rows.append(row(f"B2 {db}: CPU per coaching turn over B0's floor", "B0 not measured in this run "
+                        "(python -m benchmarks floor turns)", "≤ 2.0 ×", False))
+    rows += [
+        row(f"B2 {db}: tracing off, CPU_AFFINITY=off, free to share the load's CPUs (turns/s, CPU per turn)",
+            f"{tps_free:.0f}/s, {cpu_free:.1f} ms = {cpu_free / cpu_off:.2f} × alone on one CPU", "(measured)",
+            True),
         row(f"B2 {db}: tracing off, EVENT_LOOP=asyncio (turns/s, CPU per turn)",
             f"{tps_std:.0f}/s, {cpu_std:.1f} ms = {cpu_std / cpu_off:.2f} × uvloop", "(measured)", True),
     ]
+    return rows
 
 
 def cost_per_turn(srv: Servers, url: str, user: int, turns: int = 60) -> tuple[float, dict[str, Any], float]:
