@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from datetime import datetime
 from zoneinfo import ZoneInfo, available_timezones
 
 # Common places whose name is not the last part of an IANA zone name.
@@ -110,8 +109,3 @@ def from_location(latitude: float, longitude: float) -> str | None:
     except (KeyError, ValueError):
         return None
     return name if not name.startswith("Etc/") else None
-
-
-def local_now(zone: str, now: datetime) -> datetime:
-    """`now` (aware) in the zone."""
-    return now.astimezone(ZoneInfo(zone))

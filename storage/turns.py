@@ -99,14 +99,6 @@ async def mark_answered(*, session: AsyncSession, turn_id: int) -> None:
     await session.execute(_MARK_ANSWERED, {"turn_id": turn_id})
 
 
-async def count_turns_after(*, session: AsyncSession, user_id: int, after_id: int) -> int:
-    """How many turns of the user have an id above `after_id`."""
-    count = await session.scalar(
-        select(func.count()).select_from(Turn).where(col(Turn.user_id) == user_id, col(Turn.id) > after_id)
-    )
-    return int(count or 0)
-
-
 async def thread_turns(*, session: AsyncSession, user_id: int, thread_id: str, limit: int) -> list[Turn]:
     """The last `limit` turns of one conversation thread, oldest first."""
     result = await session.scalars(

@@ -107,7 +107,7 @@ async def test_export_contains_everything_about_the_user(db: Database) -> None:
 
 
 async def test_recent_turns_are_bounded_and_in_order(db: Database) -> None:
-    """recent_turns returns the last N turns oldest first; count_turns_after counts the rest."""
+    """recent_turns returns the last N turns oldest first; turns_between reads a bounded slice in order."""
     async with db.session() as session:
         user = await users.get_or_create_user(session=session, telegram_id=5, chat_id=5)
         for i in range(30):
@@ -115,7 +115,9 @@ async def test_recent_turns_are_bounded_and_in_order(db: Database) -> None:
     async with db.session() as session:
         recent = await turns.recent_turns(session=session, user_id=user.id or 0, limit=5)
         assert [t.text for t in recent] == ["m25", "m26", "m27", "m28", "m29"]
-        assert await turns.count_turns_after(session=session, user_id=user.id or 0, after_id=recent[0].id or 0) == 4
+        older = await turns.turns_between(session=session, user_id=user.id or 0, after_id=0,
+                                          before_id=recent[0].id or 0, limit=3)
+        assert [t.text for t in older] == ["m0", "m1", "m2"]
 
 
 def test_sync_url_maps_async_drivers() -> None:
