@@ -70,6 +70,11 @@ def seed(database_url: str, *, start: int, count: int, past_turns: int = 0,
                 conn.execute(insert(TABLES["turns"]), [past_turn(i, n, now) for i in ids for n in range(history)])
         if past_turns:
             conn.execute(insert(TABLES["turns"]), [past_turn(start, n, now) for n in range(past_turns)])
+            # A user who talked this much has a summary of it: the coach folds older turns in as they go
+            # (pipeline/memory.py), so only the recent window is ever unsummarised.
+            newest = conn.execute(text("SELECT MAX(id) FROM turns WHERE user_id = :u"), {"u": start}).scalar()
+            conn.execute(text("UPDATE users SET summary = :s, summary_upto_turn_id = :t WHERE id = :u"),
+                         {"s": "Runs three times a week; knees sore after long runs. " * 8, "t": newest, "u": start})
         if engine.dialect.name == "postgresql":
             for table in ("users", "goals", "plans", "turns"):
                 conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
