@@ -31,8 +31,11 @@ def goal_brief_text(text: str, clarifications: list[dict[str, str]]) -> str:
 
 def resolution_brief(resolution: Resolution) -> str:
     """The resolution, compact, for prompts."""
-    return (f"Resolution: {resolution.statement}\nWhy: {resolution.why}\nMetric: {resolution.metric}\n"
-            f"Deadline: {resolution.deadline.isoformat()}\nStrategy: {resolution.strategy}")
+    brief = (f"Resolution: {resolution.statement}\nWhy: {resolution.why}\nMetric: {resolution.metric}\n"
+             f"Deadline: {resolution.deadline.isoformat()}\nStrategy: {resolution.strategy}")
+    if resolution.weekly_minutes:
+        brief += f"\nTime per week: {resolution.weekly_minutes} minutes"
+    return brief
 
 
 
@@ -95,6 +98,7 @@ def resolution_reply(resolution: Resolution, *, turn_id: int | None = None) -> R
             Para(f"Why: {resolution.why}"),
             Para(f"Success metric: {resolution.metric}\nDeadline: {resolution.deadline.isoformat()}"),
             Para(f"Strategy: {resolution.strategy}"),
+            *([Para(f"⚠️ Why I changed your target: {resolution.safety_note}")] if resolution.safety_note else []),
         ],
         kind="resolution",
         turn_id=turn_id,
