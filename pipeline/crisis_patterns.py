@@ -47,7 +47,7 @@ PATTERNS: dict[str, dict[str, list[str]]] = {
         ],
         SELF_HARM: [
             r"\b(?:want|going|need|urge|urges) to (?:hurt|harm|cut|burn|punish|injure) myself\b",
-            r"\b(?:i've been|i keep|i started|i've started|i am|i'm) (?:cutting|hurting|harming|burning|punishing) "
+            r"\b(?:i've been|i have been|i keep|i started|i've started|i am|i'm) (?:cutting|hurting|harming|burning|punishing) "
             r"myself\b",
             r"(?<!haven't )(?<!not )(?<!stopped )\bself[- ]?harm(?:ing|ed)?\b",
             r"\b(?:been )?starv(?:e|ing) myself\b",

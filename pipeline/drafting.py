@@ -29,6 +29,7 @@ class Drafted:
     scores: list[Score] = field(default_factory=list)
     attempts: int = 1
     repairs: list[str] = field(default_factory=list)
+    first_problems: list[str] = field(default_factory=list)  # the rules the first draft broke
 
 
 def _retry_request(request: str, reasons: list[str]) -> str:
@@ -60,6 +61,7 @@ async def write_plan(step: Step, request: str, *, today: date, deadline: date, w
     """A plan that keeps the rules (small slips repaired) and, when `judge`, scores at least `safe_threshold`
     on the judge's `safe`; written again once with the reasons otherwise."""
     reasons: list[str] = []
+    first_problems: list[str] = []
     for attempt in (1, 2):
         asked = request if attempt == 1 else _retry_request(request, reasons)
         with step.steps.tracer.turn("plan.attempt", thread_id=None, input={"attempt": attempt},
@@ -67,6 +69,8 @@ async def write_plan(step: Step, request: str, *, today: date, deadline: date, w
             draft = await step.structured(PlanDraft, system=prompt.text, contents=[user_content(asked)])
             checked = plan_rules.check_plan(draft, today=today, deadline=deadline, weekly_minutes=weekly_minutes)
             reasons = list(checked.problems)
+            if attempt == 1:
+                first_problems = list(checked.problems)
             scores: list[Score] = []
             if checked.ok and judge:
                 scores = await _judged(step, checked.plan, context)
@@ -77,7 +81,7 @@ async def write_plan(step: Step, request: str, *, today: date, deadline: date, w
                              "scores": {s.criterion: s.score for s in scores}})
         if not reasons:
             step.trace.add_metadata({"plan_attempts": attempt, "plan_repairs": checked.repairs})
-            return Drafted(checked.plan, scores, attempt, checked.repairs)
+            return Drafted(checked.plan, scores, attempt, checked.repairs, first_problems)
         logger.info("plan.rejected attempt=%d problems=%d", attempt, len(reasons))
         step.trace.add_metadata({f"plan_rejected_{attempt}": reasons})
     unsafe = any(r.startswith("the plan is not safe") for r in reasons)
