@@ -70,10 +70,17 @@ def _compiled() -> list[tuple[str, str, str, re.Pattern[str]]]:
     return out
 
 
+# Languages whose patterns need letters of their own script: skipped for a text without any (most texts).
+_SCRIPTS = {"ru": re.compile("[а-яё]"), "uk": re.compile("[а-яєіїґ]"), "ar": re.compile("[\u0600-\u06ff]")}
+
+
 def screen(text: str) -> Hit | None:
     """Layer 1: the first reviewed pattern the text matches, in any supported language; None when none does."""
     folded = fold(text)
+    scripts = {language for language, letters in _SCRIPTS.items() if letters.search(folded)}
     for language, category, pattern_id, pattern in _compiled():
+        if language in _SCRIPTS and language not in scripts:
+            continue
         if pattern.search(folded):
             return Hit(category, language, pattern_id)
     return None
