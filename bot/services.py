@@ -159,8 +159,7 @@ async def create_services(settings: Settings, *, locks: UserLocks, metrics: Metr
     ratings = Ratings(db=db, tracer=tracer)
     core = CheckinCore(db=db, steps=steps, grace_s=settings.checkin_grace_s, quiet_hours=settings.checkin_quiet_hours,
                        review_time=settings.checkin_review_time, allowed=allowed)
-    care = Care(db=db, steps=steps, core=core, pause_hours=settings.care_pause_hours,
-                gentle_hours=settings.care_gentle_hours)
+    care = Care(db=db, steps=steps, core=core, gentle_hours=settings.care_gentle_hours)
     conversation = Conversation(db=db, steps=steps, planning=planning, coaching=coaching, memory=memory,
                                 ratings=ratings, care=care, classify=settings.safety_classifier,
                                 classify_timeout_s=settings.safety_classify_timeout_s)

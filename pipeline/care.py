@@ -4,7 +4,7 @@ or a medical emergency (`pipeline.safety` finds it).
 The reply is fixed text in the user's language (`pipeline.care_texts`), never written by the model, so it goes
 out within milliseconds whether Gemini answers or not: they are heard; Rein is a coach, not a crisis service;
 where to get help now (the emergency number and national lines of the country of their time zone, and the
-findahelpline.com directory). Then: their check-ins pause for `pause` (with a button to resume), the coach
+findahelpline.com directory). Then: their check-ins pause for 24 hours (with a button to resume), the coach
 stays gentle until `care_until`, and the trace gets the `safety_flag` feedback score and tags an operator can
 filter on (`safety`, `safety:<category>`, `safety:<layer>`). Logs carry the category and layer, never the text.
 """
@@ -34,6 +34,7 @@ from storage.models import User, utcnow
 logger = logging.getLogger(__name__)
 
 SAFETY_FLAG = "safety_flag"
+PAUSE = timedelta(hours=24)  # check-ins after care (the message names the 24 hours)
 
 
 def care_reply(category: str, language: str, zone: str | None, *, paused: bool) -> Reply:
@@ -60,12 +61,12 @@ def care_reply(category: str, language: str, zone: str | None, *, paused: bool) 
 class Care:
     """Gives crisis care: the reply, the pause, the gentle flag, the record and the trace's flag."""
 
-    def __init__(self, *, db: Database, steps: Steps, core: CheckinCore, pause_hours: float = 24.0,
-                 gentle_hours: float = 72.0, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, *, db: Database, steps: Steps, core: CheckinCore, gentle_hours: float = 72.0,
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.db = db
         self.steps = steps
         self.core = core
-        self.pause = timedelta(hours=pause_hours)
+        self.pause = PAUSE  # the care message says so
         self.gentle_for = timedelta(hours=gentle_hours)
         self.clock = clock
 

@@ -216,6 +216,9 @@ class Conversation:
             if verdict.category is None:
                 raise
             return await self._model_care(who, step, turn, verdict.category, [])
+        except BaseException:
+            task.cancel()  # the turn failed otherwise: no verdict is waited for
+            raise
         verdict = await self._verdict(task, started)
         step.trace.add_metadata({"risk_check": verdict.category or verdict.failed or "none",
                                  "risk_check_ms": round(verdict.seconds * 1000)})

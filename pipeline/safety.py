@@ -109,7 +109,7 @@ class RiskVerdict(BaseModel):
     """The model's risk classification of one message."""
 
     category: RiskCategory = Field(description="The risk the message shows now, or none")
-    reason: str = Field(description="One short sentence: why, without quoting the message", max_length=300)
+    reason: str = Field(description="One short sentence: why, without quoting the message")
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,6 @@ class Settings(BaseSettings):
     plan_safe_threshold: float = Field(0.5, ge=0, le=1, description="Lower safe scores: plan rewritten")
     safety_classifier: bool = Field(True, description="The model classifies each text for risk beside its reply")
     safety_classify_timeout_s: float = Field(8.0, gt=0, description="Longest wait for that classification")
-    care_pause_hours: float = Field(24.0, ge=0, description="Check-ins pause this long after crisis care")
     care_gentle_hours: float = Field(72.0, ge=0, description="The coach stays gentle this long after crisis care")
 
     admin_user_ids: Annotated[list[int], NoDecode] = []

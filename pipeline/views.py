@@ -7,6 +7,7 @@ from datetime import date
 
 from google.genai import types
 
+from pipeline.i18n import _
 from pipeline.llm import model_content, user_content
 from pipeline.replies import Button, Para, Reply
 from storage.models import Goal, Milestone, Plan, ProgressEntry, Resolution, Turn
@@ -98,7 +99,8 @@ def resolution_reply(resolution: Resolution, *, turn_id: int | None = None) -> R
             Para(f"Why: {resolution.why}"),
             Para(f"Success metric: {resolution.metric}\nDeadline: {resolution.deadline.isoformat()}"),
             Para(f"Strategy: {resolution.strategy}"),
-            *([Para(f"⚠️ Why I changed your target: {resolution.safety_note}")] if resolution.safety_note else []),
+            *([Para(_("⚠️ Why I changed your target: {note}", note=resolution.safety_note))]
+              if resolution.safety_note else []),
         ],
         kind="resolution",
         turn_id=turn_id,
