@@ -12,7 +12,6 @@ filter on (`safety`, `safety:<category>`, `safety:<layer>`). Logs carry the cate
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,7 +28,7 @@ from storage import care as care_store
 from storage import checkins as checkin_store
 from storage import turns
 from storage.db import Database
-from storage.models import User, utcnow
+from storage.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +60,12 @@ def care_reply(category: str, language: str, zone: str | None, *, paused: bool) 
 class Care:
     """Gives crisis care: the reply, the pause, the gentle flag, the record and the trace's flag."""
 
-    def __init__(self, *, db: Database, steps: Steps, core: CheckinCore, gentle_hours: float = 72.0,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, *, db: Database, steps: Steps, core: CheckinCore, gentle_hours: float = 72.0) -> None:
         self.db = db
         self.steps = steps
         self.core = core
         self.pause = PAUSE  # the care message says so
         self.gentle_for = timedelta(hours=gentle_hours)
-        self.clock = clock
 
     async def screened(self, who: Speaker, text: str, hit: Hit) -> list[Reply]:
         """A text the screen caught: care in a trace of its own (no model call at all), the text kept."""
@@ -89,7 +86,7 @@ class Care:
                    pattern: str | None = None) -> list[Reply]:
         """Store and flag the care: `text` is stored as the user's turn (screen), or the stored turn
         `answered_turn_id` is marked answered (model). Returns the care reply."""
-        now = self.clock()
+        now = self.core.clock()  # the check-ins' clock: the pause is measured as they measure time
         reason = f"{layer}:{category}"
         trace.flag(SAFETY_FLAG, 1.0, reason, ["safety", f"safety:{category}", f"safety:{layer}"])
         async with self.db.session() as session:

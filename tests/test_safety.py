@@ -291,3 +291,29 @@ async def test_a_crisis_sent_as_a_rating_reason_gets_care_and_is_not_a_reason(ha
     async with harness.services.db.session() as session:
         rating = (await session.scalars(select(Rating))).one()
     assert rating.reason is None and (await _user(harness)).pending_rating_id is None
+
+
+async def test_a_crisis_written_as_a_checkin_note_gets_care_and_is_not_a_note(bot_api, gemini, sqlite_url) -> None:
+    """After a Missed tap Rein waits for a note; a crisis text there gets care, is not stored as the note, and
+    the check-ins pause 24 hours from the check-ins' own clock."""
+    from storage.models import ProgressEntry
+    from tests.test_checkins import accept_plan, checkins_in, clock_at, local, set_up, tick
+
+    app = await start_bot(make_settings(bot_api, gemini, sqlite_url, checkin_scheduler=False))
+    h = Harness(app, bot_api, gemini)
+    try:
+        clock = clock_at(h, local("Europe/Berlin", 2026, 11, 28, 9, 0))
+        await accept_plan(h, ANN)
+        await set_up(h, ANN, "Europe/Berlin", "08:00")
+        await tick(h, clock, local("Europe/Berlin", 2026, 11, 29, 8, 0))
+        [message] = checkins_in(h, ANN)
+        await h.press(ANN, message, "❌ Missed")
+        care = (await h.say(ANN, "I missed it because I want to die"))[0]
+        assert "not a crisis service" in care.text and "0800 111 0 111" in care.text
+        async with h.services.db.session() as session:
+            entry = (await session.scalars(select(ProgressEntry))).one()
+            prefs = (await session.scalars(select(CheckinPrefs))).one()
+        assert entry.note is None and prefs.awaiting is None
+        assert prefs.paused_until == clock.now + timedelta(hours=24)
+    finally:
+        await stop_bot(app)
