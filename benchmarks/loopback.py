@@ -121,6 +121,7 @@ def bot_env(srv: Servers, database_url: str, **extra: str) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "LOG_LEVEL": "WARNING",
         "JUDGE_ENABLED": "false",
+        "SAFETY_CLASSIFIER": "false",  # its cost is measured on its own (benchmarks/safety.py)
         "LLM_CALLS_PER_MINUTE": "1000",
         "OPIK_SENTRY_ENABLE": "false",
         "OPIK_ANALYTICS_ENABLE": "false",

@@ -50,7 +50,7 @@ async def run_turn(update: Update, context: ReinContext, work: Work, *, compact:
         logger.info("bot.turn replies=%d ms=%d", len(replies), (time.monotonic() - started) * 1000)
         if compact:
             await svc.memory.compact(who)
-    judged = [r.turn_id for r in replies if r.turn_id is not None and svc.judge.wants(r.kind)]
+    judged = [r.turn_id for r in replies if r.turn_id is not None and not r.judged and svc.judge.wants(r.kind)]
     if judged:
         svc.background(svc.judge.judge_turns(judged))
 
@@ -157,6 +157,7 @@ async def button(update: Update, context: ReinContext) -> None:
         "delete_no": lambda svc, w: svc.account.delete_confirm(w, ref, False),
         "skip_reason": lambda svc, w: svc.ratings.skip_reason(w, ref),
         "milestone": lambda svc, w: svc.planning.milestone_reached(w, ref),
+        "care_resume": lambda svc, w: svc.checkins.prefs.resume(w),
     }
     call = calls.get(parsed.action)
     if call is None:

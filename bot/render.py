@@ -32,6 +32,7 @@ ACTION_CODES = {
     "checkin_snooze": "kz",
     "checkin_set": "ks",
     "checkin_adjust": "ka",
+    "care_resume": "cr",
 }
 RATE_CODE = "r"
 CODE_ACTIONS = {code: action for action, code in ACTION_CODES.items()}

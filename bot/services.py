@@ -13,6 +13,7 @@ from typing import Any
 from bot.metrics import Metrics
 from bot.ordering import UserLocks
 from pipeline.account import Account
+from pipeline.care import Care
 from pipeline.checkins.answers import CheckinAnswers
 from pipeline.checkins.core import CheckinCore
 from pipeline.checkins.dispatch import Dispatch
@@ -151,14 +152,17 @@ async def create_services(settings: Settings, *, locks: UserLocks, metrics: Metr
                   flood=SlidingWindow(settings.llm_calls_per_minute))
     guard = OutputGuard()
     allowed = frozenset(settings.allowed_user_ids)
-    planning = Planning(db=db, guard=guard, max_clarify_rounds=settings.max_clarify_rounds)
+    planning = Planning(db=db, guard=guard, max_clarify_rounds=settings.max_clarify_rounds,
+                        judge_plans=settings.judge_enabled, safe_threshold=settings.plan_safe_threshold)
     coaching = Coaching(db=db, guard=guard, history_turns=settings.history_turns)
     memory = Memory(db=db, steps=steps, history_turns=settings.history_turns)
     ratings = Ratings(db=db, tracer=tracer)
-    conversation = Conversation(db=db, steps=steps, planning=planning, coaching=coaching, memory=memory,
-                                ratings=ratings)
     core = CheckinCore(db=db, steps=steps, grace_s=settings.checkin_grace_s, quiet_hours=settings.checkin_quiet_hours,
                        review_time=settings.checkin_review_time, allowed=allowed)
+    care = Care(db=db, steps=steps, core=core, gentle_hours=settings.care_gentle_hours)
+    conversation = Conversation(db=db, steps=steps, planning=planning, coaching=coaching, memory=memory,
+                                ratings=ratings, care=care, classify=settings.safety_classifier,
+                                classify_timeout_s=settings.safety_classify_timeout_s)
     checkins = Checkins(core=core, prefs=Preferences(core), answers=CheckinAnswers(core),
                         progress=ProgressReport(core), dispatch=Dispatch(core))
     judge = Judge(db=db, steps=steps, sample_rate=settings.judge_sample_rate, enabled=settings.judge_enabled)

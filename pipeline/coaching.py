@@ -19,7 +19,7 @@ from pipeline.steps import Step
 from storage import checkins as checkin_store
 from storage import goals, turns
 from storage.db import Database
-from storage.models import Goal, Milestone, Plan, ProgressEntry, Resolution, Turn, User
+from storage.models import Goal, Milestone, Plan, ProgressEntry, Resolution, Turn, User, utcnow
 
 PROGRESS_IN_PROMPT = 7  # newest check-in answers the coach sees
 CONTEXT_ACK = "Understood. I'll coach with this in mind."
@@ -37,6 +37,11 @@ class CoachingInputs:
     progress: list[ProgressEntry]
     history: list[Turn]
     backlog: bool  # more unsummarised turns than the window: fold the older ones into the summary
+
+
+def gentle(user: User) -> bool:
+    """Whether the coach stays gentle with this user: crisis care was given recently (`care_until` lies ahead)."""
+    return user.care_until is not None and user.care_until > utcnow()
 
 
 def context_contents(context: str) -> list[types.Content]:
@@ -78,7 +83,8 @@ class Coaching:
         context = views.coaching_context(inputs.goal, inputs.resolution, inputs.plan, inputs.milestones,
                                          user.summary, inputs.progress)
         contents = [*context_contents(context), *views.history_contents(history, upto=turn)]
-        text = self.guard.check(await step.text(system=prompts.COACH.text, contents=contents), user=user.opaque_id)
+        system = prompts.coach_system(gentle=gentle(user))
+        text = self.guard.check(await step.text(system=system, contents=contents), user=user.opaque_id)
         async with self.db.session() as session:  # the user row read above is current: this turn holds its lock
             written = await turns.add_turn(session=session, user=user, role="coach", kind="coaching", text=text,
                                            trace_id=step.trace_id)

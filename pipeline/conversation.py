@@ -1,5 +1,9 @@
 """The conversation: each text the user sends is stored, then answered by the step their stage calls for.
 
+Crisis care comes first: every text passes the crisis screen before anything else happens to it (a hit gets
+the care reply at once, without the model), and a text that reaches an LLM step is also classified by the
+model beside its reply; a risk it sees replaces the reply with care (`pipeline.care`).
+
 State lives in the database, so a restart resumes exactly where the user was. What the user wrote is stored
 before the LLM is asked, so a failure loses nothing and "Try again" can finish the turn. Every LLM step runs
 through `Steps.run` (trace, usage, flood guard); a failure becomes a clear reply with a "Try again" button.
@@ -14,7 +18,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pipeline import speaker, texts
+from pipeline import safety, speaker, texts
+from pipeline.care import Care
+from pipeline.care_texts import catalog_code
 from pipeline.coaching import Coaching, CoachingInputs
 from pipeline.llm import LLMError
 from pipeline.memory import Memory
@@ -51,8 +57,11 @@ class Conversation:
     """Routes texts and the step buttons (Skip, Regenerate, Try again) to planning and coaching."""
 
     def __init__(self, *, db: Database, steps: Steps, planning: Planning, coaching: Coaching, memory: Memory,
-                 ratings: Ratings) -> None:
+                 ratings: Ratings, care: Care, classify: bool = True, classify_timeout_s: float = 8.0) -> None:
         self.db = db
+        self.care = care
+        self.classify = classify  # layer 2 (the model's risk classification) beside every LLM reply to a text
+        self.classify_timeout_s = classify_timeout_s
         self.steps = steps
         self.planning = planning
         self.coaching = coaching
@@ -74,6 +83,9 @@ class Conversation:
         text = clean_text(text)
         if not text:
             return [Reply.plain("That message was empty. Write me a few words and I'll answer.")]
+        hit = safety.screen(text)  # before anything else: no storage step, no check-in answer, no model
+        if hit is not None:
+            return await self.care.screened(who, text, hit)
         async with self._admission, self.db.session() as session:
             user, awaiting = await speaker.load_awaiting(session, who)
             handover = answers is not None and awaiting is not None
@@ -157,11 +169,12 @@ class Conversation:
             step = self.planning.make_plan if turn.kind == "adjust" else self.planning.clarify
         assert turn.id is not None
         return await self._run(who, turn.kind, {"message": turn.text}, step, turn=turn, user=user,
-                               retry=Button(texts.TRY_AGAIN, "retry", turn.id))
+                               retry=Button(texts.TRY_AGAIN, "retry", turn.id), screen=self.classify)
 
     async def _run(self, who: Speaker, kind: str, trace_input: dict[str, Any], fn: StepFn, *, retry: Button,
-                   turn: Turn | None = None, user: User | None = None) -> list[Reply]:
-        """Run one LLM step; on failure, answer clearly and offer a retry."""
+                   turn: Turn | None = None, user: User | None = None, screen: bool = False) -> list[Reply]:
+        """Run one LLM step; on failure, answer clearly and offer a retry. With `screen`, the model classifies the
+        user's text for risk beside the step, and a risk it sees replaces the step's replies with care."""
         if user is None:
             async with self.db.session() as session:
                 user = await speaker.load(session, who)
@@ -172,7 +185,10 @@ class Conversation:
                                       metadata={"stage": user.stage, "goal_id": user.active_goal_id},
                                       tags=[kind]) as step:
                 trace_id = step.trace_id
-                replies = await fn(who, step, turn)
+                if screen and turn is not None:
+                    replies = await self._classified(who, step, turn, fn)
+                else:
+                    replies = await fn(who, step, turn)
                 step.set_output({"reply": "\n\n".join(r.text for r in replies)})
         except Flooded as exc:
             return [Reply.plain(texts.SLOW_DOWN, kind="error", buttons=[[retry]])] if exc.notify else []
@@ -185,3 +201,45 @@ class Conversation:
             logger.exception("coach.step_failed kind=%s trace=%s", kind, trace_id)
             return [Reply.plain(texts.ERROR_TEXT["internal"], kind="error", buttons=[[retry]])]
         return replies
+
+    async def _classified(self, who: Speaker, step: Step, turn: Turn, fn: StepFn) -> list[Reply]:
+        """The step and the model's risk classification of the user's text, side by side (the reply waits for
+        the classification at most `classify_timeout_s` from the start). A risk withholds the step's replies
+        (their stored turns are removed: never shown) and gives care; no verdict (a failure, a time-out) lets
+        the replies through."""
+        started = asyncio.get_running_loop().time()
+        task = asyncio.create_task(safety.classify(step, turn.text))
+        try:
+            replies = await fn(who, step, turn)
+        except LLMError:
+            verdict = await self._verdict(task, started)
+            if verdict.category is None:
+                raise
+            return await self._model_care(who, step, turn, verdict.category, [])
+        except BaseException:
+            task.cancel()  # the turn failed otherwise: no verdict is waited for
+            raise
+        verdict = await self._verdict(task, started)
+        step.trace.add_metadata({"risk_check": verdict.category or verdict.failed or "none",
+                                 "risk_check_ms": round(verdict.seconds * 1000)})
+        if verdict.category is None:
+            return replies
+        return await self._model_care(who, step, turn, verdict.category, replies)
+
+    async def _verdict(self, task: asyncio.Task[safety.Verdict], started: float) -> safety.Verdict:
+        remaining = self.classify_timeout_s - (asyncio.get_running_loop().time() - started)
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, remaining))
+        if not done:
+            task.cancel()
+            logger.warning("safety.classify_timeout seconds=%.1f", self.classify_timeout_s)
+            return safety.Verdict(None, failed="timeout", seconds=self.classify_timeout_s)
+        return task.result()
+
+    async def _model_care(self, who: Speaker, step: Step, turn: Turn, category: str,
+                          withheld: list[Reply]) -> list[Reply]:
+        ids = [r.turn_id for r in withheld if r.turn_id is not None]
+        if ids:
+            async with self.db.session() as session:
+                await turns.delete_coach_turns(session=session, user_id=turn.user_id, turn_ids=ids)
+        return await self.care.give(who, category=category, language=catalog_code(who.language_code), layer="model",
+                                    trace=step.trace, answered_turn_id=turn.id)

@@ -43,11 +43,12 @@ class ResolutionVerdict(BaseModel):
 
 
 class PlanVerdict(BaseModel):
-    """Quality of a plan."""
+    """Quality and safety of a plan."""
 
     feasible: Criterion
     complete: Criterion
     concrete: Criterion
+    safe: Criterion
 
 
 class ReplyVerdict(BaseModel):

@@ -11,17 +11,18 @@ from datetime import date
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pipeline import prompts, speaker, texts, views
+from pipeline import drafting, prompts, speaker, texts, views
 from pipeline.guard import OutputGuard
+from pipeline.judge import Score
 from pipeline.llm import LLMError, user_content
 from pipeline.replies import Button, Para, Reply
 from pipeline.schedule import schedule_menu
-from pipeline.schemas import ClarifyDecision, PlanDraft, ResolutionDraft
+from pipeline.schemas import ClarifyDecision, ResolutionDraft
 from pipeline.speaker import Speaker
 from pipeline.steps import Step
 from storage import goals, turns
 from storage.db import Database
-from storage.models import Goal, Stage, Turn, User
+from storage.models import Goal, Judgement, Stage, Turn, User
 
 ACCEPTED = ("Plan accepted. 🎉 From now on, tell me how it's going, ask for advice, or report what you did, and "
             "I'll coach you with your plan in mind. /plan shows it any time.")
@@ -43,10 +44,13 @@ async def active_goal(session: AsyncSession, user: User) -> Goal:
 class Planning:
     """Goal, clarification, resolution and plan: the steps and the buttons around them."""
 
-    def __init__(self, *, db: Database, guard: OutputGuard, max_clarify_rounds: int = 3) -> None:
+    def __init__(self, *, db: Database, guard: OutputGuard, max_clarify_rounds: int = 3, judge_plans: bool = False,
+                 safe_threshold: float = 0.5) -> None:
         self.db = db
         self.guard = guard
         self.max_clarify_rounds = max_clarify_rounds
+        self.judge_plans = judge_plans  # the judge scores each plan before it is shown (JUDGE_ENABLED)
+        self.safe_threshold = safe_threshold  # below this on `safe`, a plan is written again (PLAN_SAFE_THRESHOLD)
 
     # ----- the LLM steps ------------------------------------------------------------------------
 
@@ -81,11 +85,10 @@ class Planning:
             resolution = await goals.latest_resolution(session=session, goal_id=goal.id or 0)
             previous = await goals.current_plan(session=session, goal_id=goal.id or 0)
             old_milestones = await goals.milestones(session=session, plan_id=previous.id or 0) if previous else []
-        today = date.today().isoformat()
+        today = date.today()
         draft: ResolutionDraft | None = None
         if resolution is None:
-            draft = await step.structured(ResolutionDraft, system=prompts.RESOLUTION.text,
-                                          contents=[user_content(f"Today is {today}.\n{views.goal_brief(goal)}")])
+            draft = await drafting.write_resolution(step, f"Today is {today}.\n{views.goal_brief(goal)}", today)
         request = f"Today is {today}.\n{views.goal_brief(goal)}\n"
         if resolution is not None:
             request += "\n" + views.resolution_brief(resolution)
@@ -94,7 +97,16 @@ class Planning:
         if turn is not None and turn.kind == "adjust" and previous is not None:
             request += (f"\n\nCurrent plan:\n{views.plan_brief(previous, old_milestones)}\n\n"
                         f"The user asks to change: {turn.text}")
-        plan_draft = await step.structured(PlanDraft, system=prompts.PLAN.text, contents=[user_content(request)])
+        weekly: int | None
+        if draft is not None:
+            deadline, weekly = date.fromisoformat(draft.deadline_date), draft.weekly_minutes
+        else:
+            assert resolution is not None
+            deadline, weekly = resolution.deadline, resolution.weekly_minutes
+        drafted = await drafting.write_plan(step, request, today=today, deadline=deadline, weekly_minutes=weekly,
+                                            context=views.goal_brief(goal), judge=self.judge_plans,
+                                            safe_threshold=self.safe_threshold)
+        plan_draft = drafted.plan
         if self.guard.leaks(plan_draft.model_dump_json()) or (draft is not None and self.guard.leaks(
                 draft.model_dump_json())):
             raise LLMError("invalid", "the draft repeats a system prompt")
@@ -106,6 +118,7 @@ class Planning:
                 resolution = await goals.save_resolution(session=session, goal=goal, fields={
                     "statement": draft.statement, "why": draft.why, "metric": draft.success_metric,
                     "deadline": date.fromisoformat(draft.deadline_date), "strategy": draft.strategy,
+                    "weekly_minutes": draft.weekly_minutes or None, "safety_note": draft.safety_note.strip(),
                     "trace_id": step.trace_id})
                 shown = views.resolution_reply(resolution)
                 written = await turns.add_turn(session=session, user=user, role="coach", kind="resolution",
@@ -122,6 +135,8 @@ class Planning:
             written = await turns.add_turn(session=session, user=user, role="coach", kind="plan", text=reply.text,
                                            trace_id=step.trace_id)
             reply.turn_id = written.id
+            reply.judged = bool(drafted.scores)
+            _record_scores(session, step, user, written, drafted.scores)
             user.stage = Stage.PLAN_REVIEW
             session.add(user)
             await _mark_answered(session, turn)
@@ -255,6 +270,15 @@ class Planning:
         question = await turns.latest_coach_turn(session=session, user_id=user.id or 0, kind="question")
         goal.clarifications = [*goal.clarifications, {"q": question.text if question else "", "a": text}]
         session.add(goal)
+
+
+def _record_scores(session: AsyncSession, step: Step, user: User, written: Turn, scores: list[Score]) -> None:
+    """The judge's scores of a plan judged before it was shown: stored, and feedback scores on its trace."""
+    for s in scores:
+        session.add(Judgement(user_id=user.id or 0, turn_id=written.id, trace_id=step.trace_id, target="plan",
+                              criterion=s.criterion, score=s.score, reason=s.reason,
+                              prompt_version=prompts.JUDGE_PLAN.version))
+        step.trace.score(f"judge_plan_{s.criterion}", s.score, s.reason)
 
 
 async def _mark_answered(session: AsyncSession, turn: Turn | None) -> None:

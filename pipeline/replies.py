@@ -31,6 +31,7 @@ class Reply:
     buttons: list[list[Button]] = field(default_factory=list)
     turn_id: int | None = None  # the stored coach turn (LLM-written replies only)
     document: tuple[str, bytes] | None = None  # (filename, content) sent as a file
+    judged: bool = False  # the judge scored it before it was shown (not judged again after sending)
 
     @property
     def text(self) -> str:

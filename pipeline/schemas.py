@@ -39,6 +39,8 @@ class ResolutionDraft(BaseModel):
     success_metric: str = Field(description="The measurable criterion of success")
     deadline_date: str = Field(description="ISO date YYYY-MM-DD")
     strategy: str = Field(description="The approach in two or three sentences")
+    weekly_minutes: int = Field(0, ge=0, le=10080, description="Minutes per week the user can give; 0 if not said")
+    safety_note: str = Field("", description="What unsafe target was changed and why; empty if none was")
 
     @field_validator("deadline_date")
     @classmethod
@@ -54,6 +56,7 @@ class PhaseDraft(BaseModel):
     end_date: str = Field(description="ISO date YYYY-MM-DD")
     focus: str
     weekly_actions: list[str] = Field(min_length=1, max_length=7)
+    minutes_per_week: int = Field(0, ge=0, le=10080, description="Total minutes per week of the weekly actions")
 
     @field_validator("start_date", "end_date")
     @classmethod

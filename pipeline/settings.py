@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     judge_enabled: bool = True
     judge_sample_rate: float = Field(0.2, ge=0, le=1, description="Share of coaching replies the judge scores")
     session_quiet_minutes: float = Field(30.0, gt=0, description="Quiet time after which a session is scored")
+    plan_safe_threshold: float = Field(0.5, ge=0, le=1, description="Lower safe scores: plan rewritten")
+    safety_classifier: bool = Field(True, description="The model classifies each text for risk beside its reply")
+    safety_classify_timeout_s: float = Field(8.0, gt=0, description="Longest wait for that classification")
+    care_gentle_hours: float = Field(72.0, ge=0, description="The coach stays gentle this long after crisis care")
 
     admin_user_ids: Annotated[list[int], NoDecode] = []
     allowed_user_ids: Annotated[list[int], NoDecode] = []

@@ -34,6 +34,9 @@ async def stats_report(db: Database, settings: Settings, *, days: int = 7) -> Re
         Para(f"Ratings\nCount: {ratings['count']}, mean {mean}\n{bars}", heading=True),
         Para(f"Judge means ({days} days)\n{judge}", heading=True),
         Para(f"LLM use ({days} days)\nCalls: {data['llm_calls']}\nTokens: {data['tokens_in']:,} in, "
-             f"{data['tokens_out']:,} out\nEstimated cost: ${data['cost_usd']:.4f}", heading=True),
+             f"{data['tokens_out']:,} out\nEstimated cost: ${data['cost_usd']:.4f}\n"
+             f"History summaries: {data['summaries']}", heading=True),
+        Para(f"Crisis care ({days} days)\nBy the screen: {data['care']['screen']}\n"
+             f"By the model: {data['care']['model']}", heading=True),
         Para(f"Opik: {opik_link(settings)}"),
     ])

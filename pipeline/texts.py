@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipeline.i18n import N_
 from storage.models import Stage
 
 ERROR_TEXT = {
@@ -12,6 +13,10 @@ ERROR_TEXT = {
     "empty": "The coaching model returned an empty answer. Your message is saved: tap Try again.",
     "blocked": "The coaching model declined to answer that for safety reasons. Could you put it another way?",
     "internal": "Something went wrong on my side. Your message is saved: tap Try again.",
+    "unsound": N_("I couldn't make a plan whose dates and weekly time hold together this time. Your answers are "
+                  "saved: tap Try again, or tell me more about your deadline and the time you have each week."),
+    "unsafe": N_("I couldn't make a plan for this target that is safe to follow. Could we aim for a gentler pace or a "
+                 "nearer target? Tell me what would work for you, or tap Try again."),
 }
 SLOW_DOWN = ("You're writing faster than I can coach. I've kept every message: give me a minute, then "
              "tap Try again or send your next one, and I'll answer with all of it in mind.")

@@ -33,6 +33,19 @@ class TurnTrace:
         if self._data is not None:
             self._data.update(metadata=metadata)
 
+    def score(self, name: str, value: float, reason: str | None = None) -> None:
+        """A feedback score on the trace, sent with it (one per name: a later one replaces it)."""
+        if self._data is None:
+            return
+        scores = [s for s in (getattr(self._data, "feedback_scores", None) or []) if s.get("name") != name]
+        self._data.update(feedback_scores=[*scores, {"name": name, "value": value, "reason": reason}])
+
+    def flag(self, name: str, value: float, reason: str, tags: list[str]) -> None:
+        """A feedback score on the trace and tags an operator can filter on."""
+        self.score(name, value, reason)
+        if self._data is not None:
+            self._data.update(tags=tags)
+
 
 @dataclass
 class LLMCall:

@@ -7,6 +7,7 @@ from datetime import date
 
 from google.genai import types
 
+from pipeline.i18n import _
 from pipeline.llm import model_content, user_content
 from pipeline.replies import Button, Para, Reply
 from storage.models import Goal, Milestone, Plan, ProgressEntry, Resolution, Turn
@@ -31,8 +32,11 @@ def goal_brief_text(text: str, clarifications: list[dict[str, str]]) -> str:
 
 def resolution_brief(resolution: Resolution) -> str:
     """The resolution, compact, for prompts."""
-    return (f"Resolution: {resolution.statement}\nWhy: {resolution.why}\nMetric: {resolution.metric}\n"
-            f"Deadline: {resolution.deadline.isoformat()}\nStrategy: {resolution.strategy}")
+    brief = (f"Resolution: {resolution.statement}\nWhy: {resolution.why}\nMetric: {resolution.metric}\n"
+             f"Deadline: {resolution.deadline.isoformat()}\nStrategy: {resolution.strategy}")
+    if resolution.weekly_minutes:
+        brief += f"\nTime per week: {resolution.weekly_minutes} minutes"
+    return brief
 
 
 
@@ -95,6 +99,8 @@ def resolution_reply(resolution: Resolution, *, turn_id: int | None = None) -> R
             Para(f"Why: {resolution.why}"),
             Para(f"Success metric: {resolution.metric}\nDeadline: {resolution.deadline.isoformat()}"),
             Para(f"Strategy: {resolution.strategy}"),
+            *([Para(_("⚠️ Why I changed your target: {note}", note=resolution.safety_note))]
+              if resolution.safety_note else []),
         ],
         kind="resolution",
         turn_id=turn_id,

@@ -8,6 +8,7 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from storage import care as care_store
 from storage import checkins as checkin_store
 from storage.models import (
     Goal,
@@ -28,6 +29,7 @@ async def delete_user(*, session: AsyncSession, user: User) -> None:
     goal_ids = select(col(Goal.id)).where(col(Goal.user_id) == user.id)
     plan_ids = select(col(Plan.id)).where(col(Plan.goal_id).in_(goal_ids))
     await checkin_store.delete_for_user(session=session, user_id=user.id)
+    await care_store.delete_for_user(session=session, user_id=user.id)
     for statement in (
         delete(Rating).where(col(Rating.user_id) == user.id),
         delete(Judgement).where(col(Judgement.user_id) == user.id),
@@ -63,4 +65,5 @@ async def export_user(*, session: AsyncSession, user: User) -> dict[str, Any]:
         "judgements": await rows(select(Judgement).where(col(Judgement.user_id) == user.id)),
         "llm_usage": await rows(select(LLMUsage).where(col(LLMUsage.user_id) == user.id)),
         **await checkin_store.export_for_user(session=session, user_id=user.id),
+        "care_events": await care_store.events_for_user(session=session, user_id=user.id),
     }

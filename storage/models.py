@@ -68,6 +68,7 @@ class User(SQLModel, table=True):
     pending_rating_id: int | None = Field(default=None)  # a low rating whose reason the next text gives
     thread_closed: bool = False  # the current Opik thread went quiet and was scored
     session_prompted_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    care_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # coach gently until then
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     last_active_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True), index=True)
 
@@ -97,6 +98,8 @@ class Resolution(SQLModel, table=True):
     metric: str
     deadline: date
     strategy: str
+    weekly_minutes: int | None = Field(default=None)  # the time per week the user said they have (None: not said)
+    safety_note: str = ""  # why an unsafe target was changed (empty when it was not)
     trace_id: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
@@ -279,3 +282,18 @@ class InboxUpdate(SQLModel, table=True):
     telegram_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
     payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class CareEvent(SQLModel, table=True):
+    """Crisis care given: which layer saw what, in which language (never the message itself)."""
+
+    __tablename__ = "care_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    layer: str = Field(max_length=8)  # screen | model
+    category: str = Field(max_length=16)  # suicide | self_harm | harm_others | abuse | medical
+    language: str = Field(max_length=8)
+    pattern: str | None = Field(default=None, max_length=32)  # the screen pattern's id
+    trace_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True), index=True)

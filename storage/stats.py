@@ -9,6 +9,7 @@ from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from storage import care as care_store
 from storage.models import (
     Judgement,
     LLMUsage,
@@ -39,6 +40,9 @@ async def stats(*, session: AsyncSession, since: datetime) -> dict[str, Any]:
             ).where(col(LLMUsage.created_at) >= since)
         )
     ).one()
+    summaries = await session.scalar(select(func.count()).select_from(LLMUsage).where(
+        col(LLMUsage.created_at) >= since, col(LLMUsage.purpose) == "summary"))
+    care = await care_store.counts_since(session=session, since=since)
     count = sum(distribution.values())
     mean = sum(v * n for v, n in distribution.items()) / count if count else None
     return {
@@ -50,4 +54,6 @@ async def stats(*, session: AsyncSession, since: datetime) -> dict[str, Any]:
         "tokens_out": int(usage[1]),
         "cost_usd": float(usage[2]),
         "llm_calls": int(usage[3]),
+        "summaries": int(summaries or 0),
+        "care": {"screen": care.get("screen", 0), "model": care.get("model", 0)},
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, func, update
+from sqlalchemy import bindparam, delete, func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -37,6 +37,15 @@ async def add_turn(
     session.add(turn)
     await session.flush()
     return turn
+
+
+async def delete_coach_turns(*, session: AsyncSession, user_id: int, turn_ids: list[int]) -> int:
+    """Remove coach turns that were never shown (a reply withheld for crisis care); returns how many."""
+    if not turn_ids:
+        return 0
+    result = await session.execute(delete(Turn).where(col(Turn.user_id) == user_id, col(Turn.role) == "coach",
+                                                      col(Turn.id).in_(turn_ids)))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def get_turn(*, session: AsyncSession, turn_id: int, user_id: int) -> Turn | None:

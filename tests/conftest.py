@@ -107,6 +107,7 @@ def make_settings(bot_api: FakeBotAPI, gemini: FakeGemini, database_url: str, **
         "database_url": database_url,
         "opik_track_disable": True,
         "judge_enabled": False,
+        "safety_classifier": False,  # layer 2 adds a Gemini call per text: on in the tests that pin it
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

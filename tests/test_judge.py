@@ -47,7 +47,7 @@ async def test_resolution_and_plan_get_judge_scores_on_their_trace(judged: Harne
     async with judged.services.db.session() as session:
         trace_id = (await session.scalars(select(Turn.trace_id).where(Turn.kind == "plan"))).one()
     expected = {f"judge_resolution_{c}" for c in ("specific", "measurable", "achievable", "relevant", "time_bound")}
-    expected |= {f"judge_plan_{c}" for c in ("feasible", "complete", "concrete")}
+    expected |= {f"judge_plan_{c}" for c in ("feasible", "complete", "concrete", "safe")}
     await opik_stub.wait_for(lambda: expected <= {s["name"] for s in opik_stub.feedback_scores if s["id"] == trace_id},
                              timeout=10)
     scores = [s for s in opik_stub.feedback_scores if s["id"] == trace_id and s["name"] in expected]
@@ -59,7 +59,8 @@ async def test_resolution_and_plan_get_judge_scores_on_their_trace(judged: Harne
 
 
 async def test_the_judge_is_traced_as_its_own_llm_calls(judged: Harness, opik_stub) -> None:
-    """The judge's Gemini calls are traces of their own, tagged judge, outside the user's thread."""
+    """The judge's Gemini calls after a message was sent are traces of their own, tagged judge, outside the user's
+    thread; the plan's judgement, made before the plan is shown, is an LLM call inside the plan turn's trace."""
     import opik
 
     with opik.record_traces_locally() as recorded:
@@ -67,9 +68,12 @@ async def test_the_judge_is_traced_as_its_own_llm_calls(judged: Harness, opik_st
         await _judge_calls_done(judged, 2)
         trees = recorded.trace_trees
     judge_traces = [t for t in trees if t.name and t.name.startswith("judge.")]
-    assert {t.name for t in judge_traces} == {"judge.resolution", "judge.plan"}
+    assert {t.name for t in judge_traces} == {"judge.resolution"}
     assert all("judge" in (t.tags or []) and t.thread_id is None for t in judge_traces)
     assert all(any(s.type == "llm" for s in t.spans) for t in judge_traces)
+    goal = next(t for t in trees if t.name == "coach.goal")
+    attempt = next(s for s in goal.spans if s.name == "plan.attempt")
+    assert any(s.type == "llm" and "strict evaluator" in str(s.input) for s in attempt.spans or [])
 
 
 async def test_a_failing_judge_leaves_the_users_turn_untouched(judged: Harness) -> None:

@@ -60,7 +60,7 @@ class Cluster:
         """Start `python <args>` from the project root, output to a log file."""
         log = self.tmp / f"{name}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "GEMINI_", "DATABASE_"))}
-        full_env.update(env or {}, PYTHONPATH=str(ROOT), OPIK_TRACK_DISABLE="true")
+        full_env.update(env or {}, PYTHONPATH=str(ROOT), OPIK_TRACK_DISABLE="true", SAFETY_CLASSIFIER="false")
         with log.open("wb") as out:
             popen = subprocess.Popen([sys.executable, *args], cwd=self.tmp, env=full_env, stdout=out,
                                      stderr=subprocess.STDOUT, start_new_session=True)

@@ -293,6 +293,7 @@ async def _rich_user(h: Harness, user_id: int) -> None:
     h.bot_api.user_presses(user_id, reply.message_id, next(d for label, d in reply.buttons() if label == "☆2"))
     await h.bot_api.wait_for(lambda: "What would have helped" in h.bot_api.messages(user_id)[-1].text)
     await h.say(user_id, "More about shoes")
+    await h.say(user_id, "I want to end my life")  # crisis care: a care_events row
 
 
 async def _missing_from_export(h: Harness) -> list[str]:

@@ -54,15 +54,24 @@ async def test_a_coaching_turn_is_one_trace_with_an_llm_span(traced: Harness) ->
     assert llm_spans[0].total_cost is not None and llm_spans[0].total_cost > 0
 
 
+def _all_spans(spans):
+    """Every span of a tree, nested ones included."""
+    for span in spans:
+        yield span
+        yield from _all_spans(span.spans or [])
+
+
 async def test_the_plan_turn_traces_resolution_and_plan_calls_together(traced: Harness) -> None:
-    """Writing the resolution and plan is one trace with two LLM spans, stored on both messages."""
+    """Writing the resolution and plan is one trace: each attempt a span with its LLM span inside, stored on
+    both messages."""
     with opik.record_traces_locally() as recorded:
         traced.gemini.queue({"enough_information": True, "missing": [], "question": ""})
         await traced.say(ANN, "/start", expect=2)
         await traced.say(ANN, "Learn Italian", expect=2)
         trees = recorded.trace_trees
     goal_trace = next(t for t in trees if t.name == "coach.goal")
-    assert len([s for s in goal_trace.spans if s.type == "llm"]) == 3
+    assert len([s for s in _all_spans(goal_trace.spans) if s.type == "llm"]) == 3
+    assert [s.name for s in goal_trace.spans if s.name.endswith(".attempt")] == ["resolution.attempt", "plan.attempt"]
     async with traced.services.db.session() as session:
         coach_turns = (await session.scalars(select(Turn).where(Turn.role == "coach"))).all()
         kinds = {t.kind: t.trace_id for t in coach_turns}

@@ -26,6 +26,11 @@ Both forms (and camelCase/snake_case spellings of every keyword) are understood 
 instructions the fake answers a schema request with a valid instance of the schema, and a plain
 request with ``"Coach: " + <echo of the last user text>``. ``queue``, ``responder``, ``fail_always``
 and ``Fault`` script everything else.
+
+A schema with ``phases`` (each with ``start_date``/``end_date``) and ``milestones`` (``target_date``) -- a
+plan, as Rein asks for one -- gets dates that hold together, as a model following the prompt would write
+them: the phases back to back from the request's "Today is YYYY-MM-DD" to its deadline (``deadline_date``
+or "Deadline:" in the request; else 60 days on), each milestone on its phase's last day.
 """
 
 from __future__ import annotations
@@ -349,6 +354,39 @@ def instance_from_schema(schema: dict[str, Any], today: dt.date | None = None) -
     return SchemaInstanceBuilder(schema, today).build()
 
 
+_TODAY = re.compile(r"Today is (\d{4}-\d{2}-\d{2})")
+_DEADLINE = re.compile(r"(?:\"deadline_date\":\s*\"|Deadline:\s*)(\d{4}-\d{2}-\d{2})")
+
+
+def _coherent_plan(value: Any, req: GeminiRequest) -> Any:
+    """A plan-shaped instance with its dates made coherent (see the module docstring); anything else as it is."""
+    if not isinstance(value, dict) or not isinstance(value.get("phases"), list):
+        return value
+    phases = [p for p in value["phases"] if isinstance(p, dict) and "start_date" in p and "end_date" in p]
+    if not phases:
+        return value
+    text = "\n".join(req.user_texts)
+    found = _TODAY.search(text)
+    today = dt.date.fromisoformat(found.group(1)) if found else dt.date.today()
+    found = _DEADLINE.search(text)
+    deadline = dt.date.fromisoformat(found.group(1)) if found else today + dt.timedelta(days=60)
+    if deadline <= today:
+        deadline = today + dt.timedelta(days=60)
+    days = (deadline - today).days + 1
+    start = today
+    ends = []
+    for index, phase in enumerate(phases):
+        end = deadline if index == len(phases) - 1 else today + dt.timedelta(days=days * (index + 1) // len(phases) - 1)
+        end = max(end, start)
+        phase["start_date"], phase["end_date"] = start.isoformat(), end.isoformat()
+        ends.append(end)
+        start = end + dt.timedelta(days=1)
+    for index, milestone in enumerate(m for m in value.get("milestones") or [] if isinstance(m, dict)):
+        if "target_date" in milestone:
+            milestone["target_date"] = ends[min(index, len(ends) - 1)].isoformat()
+    return value
+
+
 def _without_required(value: Any, schema: dict[str, Any]) -> Any:
     required = set(schema.get("required") or [])
     if isinstance(value, dict):
@@ -562,7 +600,7 @@ class FakeGemini(LoopbackServer):
         if req.response_mime_type == "text/x.enum" and req.schema and req.schema.get("enum"):
             return str(req.schema["enum"][0])
         if req.schema is not None:
-            return json.dumps(instance_from_schema(req.schema), ensure_ascii=False)
+            return json.dumps(_coherent_plan(instance_from_schema(req.schema), req), ensure_ascii=False)
         echo = " ".join(req.last_user_text.split())[:200]
         text = f"Coach: {echo}"
         if req.response_mime_type == "application/json":

@@ -20,6 +20,21 @@ to the trace tree (``rec.trace_trees[0].feedback_scores``) and the SDK also PUTs
 scores (``log_threads_feedback_scores``) only reach the stub; the recorder has no thread scores.
 ``Opik().flush()`` with this stub takes about 30 ms (against an unreachable server: about 11 s).
 
+Datasets and experiments (what ``client.get_or_create_dataset(...)``, ``dataset.insert(...)`` and
+``opik.evaluate(...)`` call, seen by running opik 2.2.122's evaluation against this stub) are kept in memory:
+``POST /v1/private/datasets/retrieve`` (404 until created), ``POST /v1/private/datasets``,
+``GET /v1/private/datasets/{id}``, ``PUT /v1/private/datasets/items`` (insert: new ids per item, items of equal
+content deduplicated by the SDK), ``POST /v1/private/datasets/items/stream`` (newline-delimited JSON),
+``GET /v1/private/datasets/{id}/versions``, ``POST /v1/private/experiments``,
+``GET|PATCH /v1/private/experiments/{id}``, ``POST /v1/private/experiments/items``,
+``POST /v1/private/experiments/finish``, and ``GET /v1/private/auth/workspace`` (the name behind the
+"default" workspace, for the experiment's URL). ``datasets``,
+``dataset_items``, ``experiments`` and ``experiment_items`` hold what arrived.
+
+``strict=True`` answers a path the stub does not know with 404 and records it in ``unknown``: a test that
+asserts ``stub.unknown == []`` fails on any endpoint the SDK calls that the stub (and so the test) does not
+account for. The default keeps the old behaviour (200 ``{}``).
+
 Run the stub in a background thread (``start_in_thread``) whenever the code under test flushes Opik
 synchronously from the event loop's thread: a stub in that same loop could not answer and the flush
 would stall until its timeout.
@@ -42,15 +57,28 @@ from tests.fakes.server import LoopbackServer, serve_until_interrupted
 PREFIX = "/v1/private"
 
 
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
 class OpikStub(LoopbackServer):
     """Answers the Opik SDK on 127.0.0.1 and records what it sent."""
 
     def __init__(
-        self, *, host: str = "127.0.0.1", port: int = 0, delay: float = 0.0, down: bool = False
+        self, *, host: str = "127.0.0.1", port: int = 0, delay: float = 0.0, down: bool = False,
+        strict: bool = False,
     ) -> None:
         super().__init__(host=host, port=port)
         self.delay = delay
         self.down = down
+        self.strict = strict
+        self.unknown: list[str] = []  # "METHOD /path" of requests a strict stub did not know
+        self.datasets: dict[str, dict[str, Any]] = {}  # id -> dataset
+        self.dataset_items: dict[str, list[dict[str, Any]]] = {}  # dataset id -> items
+        self.experiments: dict[str, dict[str, Any]] = {}  # id -> experiment (PATCHes applied)
+        self.experiment_items: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str, Any]] = []
         self.traces: list[dict[str, Any]] = []
         self.spans: list[dict[str, Any]] = []
@@ -84,8 +112,12 @@ class OpikStub(LoopbackServer):
                 self.thread_feedback_scores,
                 self.trace_updates,
                 self.span_updates,
+                self.unknown,
+                self.experiment_items,
             ):
                 bucket.clear()
+            for store in (self.datasets, self.dataset_items, self.experiments):
+                store.clear()
 
     def paths(self) -> list[str]:
         """``"METHOD /path"`` of every request, in order."""
@@ -132,9 +164,22 @@ class OpikStub(LoopbackServer):
             await asyncio.sleep(self.delay)
         if self.down:
             return web.json_response({"errors": ["Service Unavailable (OpikStub is down)"]}, status=503)
-        return self._route(method, path, body)
+        if path.startswith((f"{PREFIX}/datasets", f"{PREFIX}/experiments")):
+            with self._lock:
+                known = self._route_evaluation(method, path, body)
+            if known is not None:
+                return known
+        else:
+            answer = self._route(method, path, body)
+            if answer is not None:
+                return answer
+        if self.strict:
+            with self._lock:
+                self.unknown.append(f"{method} {path}")
+            return web.json_response({"errors": [f"OpikStub does not know {method} {path}"]}, status=404)
+        return web.json_response({})
 
-    def _route(self, method: str, path: str, body: Any) -> web.StreamResponse:
+    def _route(self, method: str, path: str, body: Any) -> web.StreamResponse | None:
         data = body if isinstance(body, dict) else {}
         if path == "/is-alive/ping":
             return web.json_response({"healthy": True})
@@ -192,13 +237,82 @@ class OpikStub(LoopbackServer):
                 }
                 self.prompt_versions.setdefault(name, []).append(stored)
                 return web.json_response(stored)
+        if method == "GET" and path == f"{PREFIX}/auth/workspace":  # the workspace behind "default" (URLs)
+            return web.json_response({"workspace_name": "default"})
         if method == "GET" and path == f"{PREFIX}/projects":
             return web.json_response({"content": [], "page": 1, "size": 0, "total": 0})
         if method == "POST" and path == f"{PREFIX}/projects/retrieve":
             return web.json_response(
                 {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, str(data.get("name")))), **data}
             )
-        return web.json_response({})
+        return None
+
+    # ------------------------------------------------------------------ datasets and experiments
+
+    def _dataset_named(self, name: str) -> dict[str, Any] | None:
+        return next((d for d in self.datasets.values() if d["name"] == name), None)
+
+    def _route_evaluation(self, method: str, path: str, body: Any) -> web.StreamResponse | None:
+        """Datasets and experiments (called under the lock); None for a path this stub does not know."""
+        data = body if isinstance(body, dict) else {}
+        parts = path.removeprefix(PREFIX + "/").split("/")
+        now = _now()
+        if parts == ["datasets", "retrieve"] and method == "POST":
+            found = self._dataset_named(str(data.get("dataset_name") or data.get("name")))
+            if found is None:
+                return web.json_response({"errors": ["Dataset not found"]}, status=404)
+            return web.json_response(found)
+        if parts == ["datasets"] and method == "POST":
+            dataset_id = str(data.get("id") or uuid.uuid4())
+            self.datasets[dataset_id] = {**data, "id": dataset_id, "created_at": now, "last_updated_at": now,
+                                         "dataset_items_count": 0}
+            self.dataset_items.setdefault(dataset_id, [])
+            return web.Response(status=201)
+        if len(parts) == 2 and parts[0] == "datasets" and method == "GET" and parts[1] in self.datasets:
+            dataset = self.datasets[parts[1]]
+            return web.json_response({**dataset, "dataset_items_count": len(self.dataset_items[parts[1]])})
+        if parts == ["datasets", "items"] and method == "PUT":
+            dataset = (self.datasets.get(str(data.get("dataset_id")))
+                       or self._dataset_named(str(data.get("dataset_name"))))
+            if dataset is None:
+                return web.json_response({"errors": ["Dataset not found"]}, status=404)
+            items = self.dataset_items[dataset["id"]]
+            for item in data.get("items", []):
+                stored = {**item, "id": str(item.get("id") or uuid.uuid4()), "dataset_id": dataset["id"],
+                          "created_at": now, "last_updated_at": now}
+                items[:] = [i for i in items if i["id"] != stored["id"]] + [stored]
+            return web.Response(status=204)
+        if parts == ["datasets", "items", "stream"] and method == "POST":
+            dataset = self._dataset_named(str(data.get("dataset_name")))
+            items = self.dataset_items.get(dataset["id"], []) if dataset else []
+            limit = int(data.get("steam_limit") or data.get("stream_limit") or len(items) or 1)
+            last = data.get("last_retrieved_id")
+            if last:
+                ids = [i["id"] for i in items]
+                items = items[ids.index(last) + 1:] if last in ids else []
+            lines = "".join(json.dumps(item) + "\n" for item in items[:limit])
+            return web.Response(body=lines.encode(), content_type="application/octet-stream")
+        if len(parts) == 3 and parts[0] == "datasets" and parts[2] == "versions" and method == "GET":
+            return web.json_response({"content": [], "page": 1, "size": 0, "total": 0})
+        if parts == ["experiments"] and method == "POST":
+            experiment_id = str(data.get("id") or uuid.uuid4())
+            self.experiments[experiment_id] = {**data, "id": experiment_id, "created_at": now}
+            return web.Response(status=201)
+        if len(parts) == 2 and parts[0] == "experiments" and parts[1] in self.experiments:
+            if method == "GET":
+                return web.json_response(self.experiments[parts[1]])
+            if method == "PATCH":
+                self.experiments[parts[1]].update(data)
+                return web.Response(status=204)
+        if parts == ["experiments", "finish"] and method == "POST":
+            for experiment_id in data.get("ids", []):
+                if experiment_id in self.experiments:
+                    self.experiments[experiment_id]["status"] = "completed"
+            return web.Response(status=204)
+        if parts == ["experiments", "items"] and method == "POST":
+            self.experiment_items.extend(data.get("experiment_items", []))
+            return web.Response(status=204)
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:
