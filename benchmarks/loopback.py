@@ -126,6 +126,7 @@ def bot_env(srv: Servers, database_url: str, **extra: str) -> dict[str, str]:
         "OPIK_SENTRY_ENABLE": "false",
         "OPIK_ANALYTICS_ENABLE": "false",
         "CPU_AFFINITY": "auto" if BOT_CPU is None else str(BOT_CPU),
+        "HEALTH_PORT": "0",  # several bots may run at once: each health server on a free port
     })
     env.update(extra)
     return env

@@ -4,14 +4,17 @@ A line looks like::
 
     2026-11-28T08:00:00+0000 INFO pipeline.coach coach.llm_failed kind=busy user=3f2a… trace=0196…
 
-Secrets (the bot token, the Gemini and Opik keys) are kept out of logs first by never logging them
-(the HTTP clients, whose request lines may carry the Bot API URL with the token, stay at WARNING) and second by
-`RedactingFilter`, which replaces them in every record that reaches Rein's handler, tracebacks included.
+Secrets (the bot token, the Gemini and Opik keys, the webhook secret, the database password) are kept out of logs
+first by never logging them (the HTTP clients, whose request lines may carry the Bot API URL with the token, stay at
+WARNING) and second by `RedactingFilter`, which replaces them in every record that reaches Rein's handler, tracebacks
+included, along with the password of any URL written `scheme://user:password@host`. uvicorn runs with
+`log_config=None`, so its loggers reach this handler too.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import urllib.parse
 from collections.abc import Iterable
@@ -24,17 +27,34 @@ if TYPE_CHECKING:
 
 REDACTED = "[redacted]"
 NOISY = ("httpx", "httpcore", "aiohttp", "apscheduler", "opik", "google_genai", "aiosqlite", "asyncio",
-         "alembic.runtime.plugins")
+         "alembic.runtime.plugins", "uvicorn")
+# The password in a URL's user part (`postgresql+asyncpg://rein:PASSWORD@db:5432/rein`), however short.
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@")
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s user=%(user)s trace=%(trace)s"
 
 
 def settings_secrets(settings: Settings) -> list[str]:
-    """The secret values of the settings: bot token, Gemini key, Opik key."""
+    """The secret values of the settings: bot token, Gemini key, Opik key, webhook secret, database password."""
     values = [settings.telegram_bot_token.get_secret_value(), settings.gemini_api_key.get_secret_value()]
     for optional in (settings.opik_api_key, getattr(settings, "telegram_webhook_secret", None)):
         if optional is not None:
             values.append(optional.get_secret_value())
+    password = database_password(settings.database_url)
+    if password:
+        values.append(password)
     return values
+
+
+def database_password(url: str) -> str | None:
+    """The password in a database URL, decoded (None without one, or for a URL that does not parse)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        password = make_url(url).password
+    except (ArgumentError, ValueError):
+        return None
+    return str(password) if password else None
 
 
 def _variants(secret: str) -> set[str]:
@@ -58,15 +78,15 @@ class RedactingFilter(logging.Filter):
         self._secrets = sorted(found, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
-        """The text with every secret replaced."""
+        """The text with every secret, and every password in a URL, replaced."""
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
+        if "://" in text:
+            text = _URL_PASSWORD.sub(rf"\1{REDACTED}@", text)
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
         try:
             message = record.getMessage()
         except Exception:  # a bad format string: keep the raw message

@@ -1,17 +1,17 @@
 """Running Rein: webhook mode (an ASGI server) or long polling, both with a graceful stop.
 
-Webhook mode follows python-telegram-bot's custom-webhook pattern: a Starlette app served by uvicorn
-receives Telegram's POSTs (refused with 403 without the right `X-Telegram-Bot-Api-Secret-Token`) and
-hands the updates to the Application. The same server answers `/healthz` (the process is up),
-`/readyz` (the database answers `SELECT 1` and Telegram answers getMe, cached) and `/metrics`
-(Prometheus text), in polling mode too.
+Webhook mode follows python-telegram-bot's custom-webhook pattern: a Starlette app served by uvicorn on
+WEBHOOK_LISTEN:WEBHOOK_PORT receives Telegram's POSTs (refused with 403 without the right
+`X-Telegram-Bot-Api-Secret-Token`) and hands the updates to the Application; it serves the webhook path and nothing
+else. `/healthz`, `/readyz` and `/metrics` live on their own server (`bot.health`, HEALTH_LISTEN:HEALTH_PORT), the
+only server in polling mode.
 
 Order: a webhook request is answered as soon as its update is queued; the application's update processor
 (`bot.ordering`) then handles each user's updates one at a time, in order, across replicas too (PostgreSQL
 advisory locks). No Telegram connection waits on a user's lock.
 
-A stop (SIGTERM or SIGINT) takes no more updates, lets the turns in flight finish (at most
-`SHUTDOWN_TIMEOUT_S`), flushes traces (bounded by `OPIK_FLUSH_TIMEOUT_S`) and closes the database.
+A stop (SIGTERM or SIGINT) takes no more updates (`/readyz` says "stopping" until the end), lets the turns in flight
+finish (at most `SHUTDOWN_TIMEOUT_S`), flushes traces (bounded by `OPIK_FLUSH_TIMEOUT_S`) and closes the database.
 """
 
 from __future__ import annotations
@@ -22,21 +22,18 @@ import hmac
 import logging
 import signal
 import time
-from typing import Any
 from urllib.parse import urlsplit
 
-import uvicorn
-from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from telegram import Update
 
 from bot.app import build_application
 from bot.context import ReinApp
+from bot.health import Health, HttpServer
 from bot.inbox import Inbox
-from bot.metrics import CONTENT_TYPE
 from bot.ordering import PerUserOrder, private_user
 from bot.services import Services
 from pipeline.settings import Settings
@@ -45,8 +42,6 @@ logger = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
-GETME_CACHE_S = 60.0  # /readyz asks Telegram at most this often
-CHECK_TIMEOUT_S = 3.0  # each readiness check gives up after this long
 
 
 def webhook_path(url: str) -> str:
@@ -60,46 +55,45 @@ def _services(app: ReinApp) -> Services | None:
 
 
 class Runner:
-    """The Application plus an HTTP server (/healthz, /readyz, /metrics and, in webhook mode, the webhook).
+    """The Application plus its HTTP servers: the health server (/healthz, /readyz, /metrics) in both modes and,
+    in webhook mode, the webhook server.
 
-    In polling mode the HTTP server is a convenience (health checks, metrics): if its port is taken the
-    bot runs without it.
+    The health server is a convenience: if its port is taken the bot runs without it (logged). The webhook server
+    is not: if it cannot start, neither does the bot.
     """
 
     def __init__(self, app: ReinApp, settings: Settings) -> None:
         self.app = app
         self.settings = settings
+        self.started = False
         self.stopping = False
         self.webhook = bool(settings.telegram_webhook_url)
         self.url = settings.telegram_webhook_url or ""
         self.path = webhook_path(self.url) if self.webhook else ""
         secret = settings.telegram_webhook_secret
         self._secret = secret.get_secret_value().encode() if secret is not None else b""
-        self._getme_ok_at = float("-inf")
         self.inbox: Inbox | None = None  # webhook mode: private updates are stored before they are acknowledged
-        routes = [
-            Route("/healthz", self._healthz, methods=["GET"]),
-            Route("/readyz", self._readyz, methods=["GET"]),
-            Route("/metrics", self._metrics, methods=["GET"]),
-        ]
+        self.health = Health(settings, metrics=self._metrics, state=self._state)
+        self.web: HttpServer | None = None
         if self.webhook:
-            routes.append(Route(self.path, self._telegram, methods=["POST"]))
-        self.web = Starlette(routes=routes)
-        config = uvicorn.Config(self.web, host=settings.webhook_listen, port=settings.webhook_port,
-                                log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=max(int(settings.shutdown_timeout_s), 1))
-        self.server = _QuietServer(config)
-        self._serving: asyncio.Task[None] | None = None
+            routes = [Route(self.path, self._telegram, methods=["POST"])]
+            self.web = HttpServer(Starlette(routes=routes), settings.webhook_listen, settings.webhook_port,
+                                  graceful_s=settings.shutdown_timeout_s)
 
     @property
     def port(self) -> int:
-        """The port actually bound (useful with WEBHOOK_PORT=0); 0 when the server is not running."""
-        if not self.server.started:
-            return 0
-        return int(self.server.servers[0].sockets[0].getsockname()[1])
+        """The webhook server's port actually bound (useful with WEBHOOK_PORT=0); 0 when it is not running."""
+        return self.web.port if self.web is not None else 0
+
+    @property
+    def health_port(self) -> int:
+        """The health server's port actually bound (useful with HEALTH_PORT=0); 0 when it is not running."""
+        return self.health.port
 
     async def start(self) -> None:
-        """Initialise the Application, create the services, start the server and taking updates."""
+        """Serve health (from the start: `/healthz` answers during migrations), initialise the Application, create
+        the services, start the webhook server or polling."""
+        await self.health.start()
         await self.app.initialize()
         if self.app.post_init is not None:
             await self.app.post_init(self.app)
@@ -110,34 +104,24 @@ class Runner:
             if self.webhook and isinstance(self.app.update_processor, PerUserOrder):
                 self.inbox = Inbox(self.app, self.app.update_processor, svc.db)
                 await self.inbox.recover()
-        await self._start_server()
-        if self.webhook:
+        if self.web is not None:
+            error = await self.web.start()
+            if error is not None:
+                raise RuntimeError(f"the webhook server could not start: {error!r}")
             await self.app.bot.set_webhook(url=self.url, secret_token=self._secret.decode(),
                                            allowed_updates=ALLOWED_UPDATES, max_connections=40)
             logger.info("bot.webhook_set path=%s port=%d", self.path, self.port)
         else:
             assert self.app.updater is not None
             await self.app.updater.start_polling(allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False)
-
-    async def _start_server(self) -> None:
-        self._serving = asyncio.create_task(self.server.serve(), name="http-server")
-        while not self.server.started:
-            if self._serving.done():
-                error = self._serving.exception() if not self._serving.cancelled() else None
-                if self.webhook:
-                    raise RuntimeError(f"the webhook server could not start: {error!r}")
-                logger.warning("bot.http_server_off port=%d reason=%r", self.settings.webhook_port, error)
-                return
-            await asyncio.sleep(0.01)
+        self.started = True
 
     async def _stop_intake(self) -> None:
         # The webhook stays registered: other replicas (or this one, restarted) keep receiving updates.
         if self.app.updater is not None and self.app.updater.running:
             await self.app.updater.stop()
-        self.server.should_exit = True
-        if self._serving is not None:
-            with contextlib.suppress(BaseException):
-                await self._serving
+        if self.web is not None:
+            await self.web.stop()
 
     def _busy(self) -> bool:
         """Updates still queued or being handled."""
@@ -170,6 +154,7 @@ class Runner:
             await self.app.post_shutdown(self.app)
         with contextlib.suppress(RuntimeError):
             await self.app.shutdown()
+        await self.health.stop()
         logger.info("bot.stop_done seconds=%.1f", time.monotonic() - started)
 
     # ---------------------------------------------------------------- routes
@@ -201,53 +186,15 @@ class Runner:
             return PlainTextResponse("storage unavailable", status_code=503)
         return Response(status_code=200)
 
-    async def _healthz(self, request: Request) -> Response:
-        return PlainTextResponse("ok")
-
-    async def _readyz(self, request: Request) -> Response:
-        checks = {"database": await self._database_ok(), "telegram": await self._telegram_ok()}
-        ready = all(checks.values()) and not self.stopping
-        body = {name: "ok" if ok else "failing" for name, ok in checks.items()}
+    def _state(self) -> str | None:
+        """What /readyz adds to its checks: "starting", "stopping", or nothing while running."""
         if self.stopping:
-            body["state"] = "stopping"
-        return JSONResponse(body, status_code=200 if ready else 503)
+            return "stopping"
+        return None if self.started else "starting"
 
-    async def _database_ok(self) -> bool:
+    def _metrics(self) -> bytes:
         svc = _services(self.app)
-        if svc is None:
-            return False
-        try:
-            async with asyncio.timeout(CHECK_TIMEOUT_S), svc.db.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        except Exception as exc:
-            logger.warning("readyz.database_failing error=%s", type(exc).__name__)
-            return False
-        return True
-
-    async def _telegram_ok(self) -> bool:
-        if time.monotonic() - self._getme_ok_at < GETME_CACHE_S:
-            return True
-        try:
-            async with asyncio.timeout(CHECK_TIMEOUT_S):
-                await self.app.bot.get_me()
-        except Exception as exc:
-            logger.warning("readyz.telegram_failing error=%s", type(exc).__name__)
-            return False
-        self._getme_ok_at = time.monotonic()
-        return True
-
-    async def _metrics(self, request: Request) -> Response:
-        svc = _services(self.app)
-        body = svc.metrics.render() if svc is not None else b""
-        return Response(body, media_type=CONTENT_TYPE)
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the runner decides when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
+        return svc.metrics.render() if svc is not None else b""
 
 
 def make_runner(settings: Settings) -> Runner:

@@ -11,7 +11,8 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{20,}$")
-_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{32,256}$")
+MAKE_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 # Where to get each required setting; used in the one-line start-up error.
 HINTS: dict[str, str] = {
@@ -36,8 +37,11 @@ class Settings(BaseSettings):
     telegram_rate_limit: float = Field(30.0, gt=0, description="Messages per second the bot may send")
     telegram_webhook_url: str | None = None
     telegram_webhook_secret: SecretStr | None = Field(None, validate_default=True)
-    webhook_listen: str = "0.0.0.0"
+    webhook_listen: str = Field("127.0.0.1", description="Address of the webhook server (webhook mode)")
     webhook_port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
+    health_listen: str = Field("127.0.0.1", description="Address of the /healthz, /readyz and /metrics server")
+    health_port: int = Field(8081, ge=0, le=65535, description="0 picks a free port")
+    readyz_cache_s: float = Field(5.0, ge=0, le=60, description="Seconds one /readyz check answers for")
     leader_retry_s: float = Field(5.0, gt=0, le=25, description="Seconds between tries for the scheduler lock")
     shutdown_timeout_s: float = Field(20.0, ge=0, description="Seconds a stop waits for turns in flight")
 
@@ -123,10 +127,20 @@ class Settings(BaseSettings):
         secret = value.get_secret_value() if value is not None else ""
         if not secret:
             if info.data.get("telegram_webhook_url"):
-                raise ValueError("is required with TELEGRAM_WEBHOOK_URL (1-256 of A-Z a-z 0-9 _ -)")
+                raise ValueError(f"is required with TELEGRAM_WEBHOOK_URL (make one: {MAKE_SECRET})")
             return None
+        if len(secret) < 32:
+            raise ValueError(f"is {len(secret)} characters long; it needs at least 32 (make one: {MAKE_SECRET})")
         if not _SECRET_RE.match(secret):
-            raise ValueError("must be 1-256 characters of A-Z a-z 0-9 _ -")
+            raise ValueError(f"must be 32-256 characters of A-Z a-z 0-9 _ - (make one: {MAKE_SECRET})")
+        return value
+
+    @field_validator("health_port")
+    @classmethod
+    def _own_health_port(cls, value: int, info: ValidationInfo) -> int:
+        webhook_port = info.data.get("webhook_port")
+        if info.data.get("telegram_webhook_url") and value and value == webhook_port:
+            raise ValueError("must differ from WEBHOOK_PORT: health and metrics have their own server")
         return value
 
     @field_validator("gemini_api_key")

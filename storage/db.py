@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,14 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+
+
+def probe_engine(url: str, *, connect_timeout_s: float = 3.0) -> AsyncEngine:
+    """An engine for health checks, apart from the pool turns use: no pool at all (each check opens one connection
+    and closes it), so a check never holds a connection a turn needs, holds none between checks, and proves that a
+    new connection can still be made."""
+    timeout_arg = {"timeout": connect_timeout_s}  # aiosqlite: busy wait; asyncpg: connect timeout
+    return create_async_engine(url, poolclass=NullPool, connect_args=timeout_arg)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -14,6 +14,7 @@ import re
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import tomllib
@@ -66,9 +67,22 @@ def exec_form(args: str) -> list[str]:
     return value
 
 
+class MissingVariable(Exception):
+    """Compose's `${NAME:?message}` met an unset or empty NAME: compose stops with the message."""
+
+
 def interpolate(value: str, env: dict[str, str]) -> str:
-    """Compose's ${NAME:-default} interpolation."""
-    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+    """Compose's ${NAME}, ${NAME:-default} and ${NAME:?message} interpolation."""
+
+    def one(match: re.Match[str]) -> str:
+        name, kind, rest = match.group(1), match.group(2), match.group(3) or ""
+        if env.get(name):
+            return env[name]
+        if kind == ":?":
+            raise MissingVariable(f"{name}: {rest}")
+        return rest
+
+    return re.sub(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", one, value)
 
 
 def test_compose_runs_the_bot_after_a_healthy_migrated_postgres() -> None:
@@ -87,7 +101,7 @@ def test_compose_runs_the_bot_after_a_healthy_migrated_postgres() -> None:
     for service in (migrate, bot):
         assert service["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
         assert service["env_file"] == "../.env"
-        url = interpolate(service["environment"]["DATABASE_URL"], {})
+        url = interpolate(service["environment"]["DATABASE_URL"], {"POSTGRES_PASSWORD": "a-password"})
         assert url.startswith("postgresql+asyncpg://") and "@db:5432/" in url
     assert (DEPLOY / ".." / "deploy" / "Dockerfile").exists()
     port = bot["environment"]["WEBHOOK_PORT"]
@@ -100,6 +114,20 @@ def test_compose_runs_the_bot_after_a_healthy_migrated_postgres() -> None:
     assert grace > stop_needs, "compose waits for the whole graceful stop before SIGKILL"
     text = (DEPLOY / "compose.yaml").read_text()
     assert "opik.sh" in text and "OPIK_URL_OVERRIDE" in text, "shows how to add a self-hosted Opik"
+
+
+def test_compose_refuses_to_start_without_a_database_password() -> None:
+    """Every use of POSTGRES_PASSWORD in compose.yaml stops compose when it is unset or empty; no default exists."""
+    text = (DEPLOY / "compose.yaml").read_text()
+    uses = re.findall(r"\$\{POSTGRES_PASSWORD[^}]*\}", text)
+    assert len(uses) == 2 and all(use.startswith("${POSTGRES_PASSWORD:?") for use in uses), uses
+    assert "change-me" not in text
+    services = compose()["services"]
+    for value in (services["db"]["environment"]["POSTGRES_PASSWORD"], services["bot"]["environment"]["DATABASE_URL"]):
+        for env in ({}, {"POSTGRES_PASSWORD": ""}):
+            with pytest.raises(MissingVariable, match="POSTGRES_PASSWORD"):
+                interpolate(value, env)
+    assert "openssl rand" in (ROOT / "docs" / "DEPLOY.md").read_text(), "the guide shows how to make one"
 
 
 def test_dockerfile_is_multi_stage_non_root_and_runs_python_m_bot() -> None:
@@ -139,12 +167,41 @@ def test_systemd_unit_runs_the_same_command_with_a_bounded_stop() -> None:
     unit = ConfigParser(strict=False, interpolation=None)
     unit.optionxform = str  # type: ignore[assignment,method-assign]
     unit.read_string((DEPLOY / "rein.service").read_text())
-    service = unit["Service"]
+    service = unit_service()
     assert shlex.split(service["ExecStart"])[1:] == ["-m", "bot"]
     assert service["User"] == "rein" and service["KillSignal"] == "SIGTERM"
     assert int(service["TimeoutStopSec"]) > 35
     assert service["EnvironmentFile"].endswith("rein.env") and service["Restart"] == "on-failure"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def unit_service() -> Any:
+    """The [Service] section of deploy/rein.service (for a repeated key, the last value)."""
+    unit = ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string((DEPLOY / "rein.service").read_text())
+    return unit["Service"]
+
+
+def test_systemd_unit_is_hardened_to_an_exposure_of_2_5_or_less() -> None:
+    """rein.service sets UMask 0077, no capabilities, a system-call filter and a memory cap; where systemd-analyze
+    exists, `systemd-analyze security --offline=true` rates it 2.5 or lower."""
+    service = unit_service()
+    assert service["UMask"] == "0077" and service["CapabilityBoundingSet"] == ""
+    assert service["MemoryMax"] and service["SystemCallErrorNumber"] == "EPERM"
+    assert "@system-service" in (DEPLOY / "rein.service").read_text()
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+    result = subprocess.run([tool, "security", "--offline=true", str(DEPLOY / "rein.service")],
+                            capture_output=True, text=True, timeout=120)
+    if result.returncode != 0 and "offline" in result.stderr:
+        pytest.skip(f"this systemd-analyze has no --offline: {result.stderr.strip()[:200]}")
+    found = re.search(r"Overall exposure level for rein\.service: (\d+\.\d+)", result.stdout)
+    assert found is not None, result.stdout[-2000:] + result.stderr[-2000:]
+    exposure = float(found.group(1))
+    print(f"\nsystemd-analyze security: {exposure}")
+    assert exposure <= 2.5, result.stdout
 
 
 def test_every_dependency_has_an_upper_bound() -> None:
@@ -209,10 +266,11 @@ def image_env(database_url: str, bot_api: FakeBotAPI, gemini: FakeGemini, **extr
     env.update(TELEGRAM_BOT_TOKEN=TOKEN, GEMINI_API_KEY="test-key", TELEGRAM_API_URL=bot_api.url,
                GEMINI_BASE_URL=gemini.url, GEMINI_BACKOFF_S="0.05", OPIK_TRACK_DISABLE="true")
     for name, value in compose()["services"]["bot"]["environment"].items():
-        env[name] = interpolate(str(value), {})
+        env[name] = interpolate(str(value), {"POSTGRES_PASSWORD": "a-password"})
     env["DATABASE_URL"] = database_url  # the compose URL names the `db` container; here it is the local server
-    env["WEBHOOK_LISTEN"] = "127.0.0.1"
+    env["WEBHOOK_LISTEN"] = env["HEALTH_LISTEN"] = "127.0.0.1"  # a container's 0.0.0.0; here the host's loopback
     env["WEBHOOK_PORT"] = str(free_port())
+    env["HEALTH_PORT"] = str(free_port())
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # `python` = this environment's
     env.update(extra)
     return env
@@ -227,8 +285,13 @@ class BotProcess:
 
     @property
     def base(self) -> str:
-        """Its HTTP server."""
+        """Its webhook server."""
         return f"http://127.0.0.1:{self.env['WEBHOOK_PORT']}"
+
+    @property
+    def health(self) -> str:
+        """Its health server."""
+        return f"http://127.0.0.1:{self.env['HEALTH_PORT']}"
 
     async def start(self) -> None:
         """Start it, output to the log file."""
@@ -249,7 +312,7 @@ class BotProcess:
                 if self.proc.returncode is not None:
                     raise AssertionError(f"exited {self.proc.returncode}:\n{self.output()[-3000:]}")
                 try:
-                    if (await client.get(f"{self.base}/readyz")).status_code == 200:
+                    if (await client.get(f"{self.health}/readyz")).status_code == 200:
                         return
                 except httpx.TransportError:
                     pass
@@ -354,5 +417,50 @@ async def _say(bot_api: FakeBotAPI, user_id: int, text: str, expect: int, *,
     update = bot_api.user_sends(user_id, text)
     if webhook is not None:
         await _post(webhook, update)
+    await bot_api.wait_messages(user_id, before + expect, timeout=30)
+    return bot_api.messages(user_id)[before:]
+
+
+# The kernel's own memory-deny-write-execute (prctl PR_SET_MDWE, Linux 6.3+: kept across exec): what the unit's
+# MemoryDenyWriteExecute= asks of systemd. Exit 77 when this kernel lacks it.
+MDWE_BOT = """
+import ctypes, os, sys
+if ctypes.CDLL(None, use_errno=True).prctl(65, 1, 0, 0, 0) != 0:
+    sys.exit(77)
+os.execv(sys.executable, [sys.executable, "-m", "bot"])
+"""
+
+
+async def test_the_bot_runs_without_writable_executable_memory(tmp_path, sqlite_url, bot_api, gemini) -> None:
+    """With writable-and-executable memory refused (MemoryDenyWriteExecute), the bot plans, coaches, draws /progress
+    and stops cleanly."""
+    bot = BotProcess([sys.executable, "-c", MDWE_BOT], ROOT, image_env(sqlite_url, bot_api, gemini),
+                     tmp_path / "bot.log")
+    await bot.start()
+    try:
+        try:
+            await bot.wait_ready()
+        except AssertionError:
+            if bot.proc is not None and bot.proc.returncode == 77:
+                pytest.skip("this kernel has no PR_SET_MDWE")
+            raise
+        await _say(bot_api, ANN, "/start", 2)
+        question = (await _say(bot_api, ANN, "Learn to juggle", 1))[0]
+        _, plan = await _press(bot_api, ANN, question, "Skip", 2)
+        await _press(bot_api, ANN, plan, "✅ Accept", 1)
+        chart = (await _say(bot_api, ANN, "/progress", 1))[0]
+        assert chart.file, "the chart (matplotlib) was drawn and sent"
+        reply = (await _say(bot_api, ANN, "Juggled three balls for ten minutes", 1))[0]
+        assert reply.text
+        code, _ = await bot.terminate()
+        assert code == 0 and "Traceback" not in bot.output(), bot.output()[-3000:]
+    finally:
+        bot.kill()
+
+
+async def _press(bot_api: FakeBotAPI, user_id: int, message: Any, label: str, expect: int) -> list[Any]:
+    data = next(d for text, d in message.buttons() if text.startswith(label))
+    before = len(bot_api.messages(user_id))
+    bot_api.user_presses(user_id, message.message_id, data)
     await bot_api.wait_messages(user_id, before + expect, timeout=30)
     return bot_api.messages(user_id)[before:]

@@ -229,7 +229,8 @@ class Processes:
         env.update(TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_API_URL=self.api, GEMINI_API_KEY="k",
                    GEMINI_BASE_URL=self.gemini, GEMINI_TIMEOUT_S="60", DATABASE_URL=f"sqlite+aiosqlite:///{self.db_path}",
                    OPIK_TRACK_DISABLE="true", JUDGE_ENABLED="false", SAFETY_CLASSIFIER="false", LOG_LEVEL="INFO",
-                   OPIK_SENTRY_ENABLE="false", OPIK_ANALYTICS_ENABLE="false", WEBHOOK_PORT="0")
+                   OPIK_SENTRY_ENABLE="false", OPIK_ANALYTICS_ENABLE="false", WEBHOOK_PORT="0",
+                   HEALTH_PORT="0")
         env.update(extra)
         self.bot = self._spawn(["-m", "bot"], "bot.log", env)
 

@@ -40,6 +40,7 @@ class Proc:
     popen: subprocess.Popen[bytes]
     log: Path
     url: str = ""
+    health: str = ""  # a replica's health server (/healthz, /readyz, /metrics)
 
     def output(self) -> str:
         """Everything it printed so far."""
@@ -66,7 +67,7 @@ class Cluster:
                                      stderr=subprocess.STDOUT, start_new_session=True)
         return Proc(name, popen, log)
 
-    def bot_env(self, port: int, **extra: str) -> dict[str, str]:
+    def bot_env(self, port: int, health_port: int = 0, **extra: str) -> dict[str, str]:
         """The environment of one replica."""
         assert self.bot_api is not None and self.gemini is not None
         env = {
@@ -76,6 +77,7 @@ class Cluster:
             "TELEGRAM_WEBHOOK_SECRET": SECRET,
             "WEBHOOK_LISTEN": "127.0.0.1",
             "WEBHOOK_PORT": str(port),
+            "HEALTH_PORT": str(health_port),
             "GEMINI_API_KEY": "test-key",
             "GEMINI_BASE_URL": self.gemini.url,
             "GEMINI_BACKOFF_S": "0.05",
@@ -90,9 +92,10 @@ class Cluster:
 
     def start_bot(self, name: str, **extra: str) -> Proc:
         """Start one replica (`python -m bot`) on a free port."""
-        port = free_port()
-        proc = self.spawn(name, ["-m", "bot"], self.bot_env(port, **extra))
+        port, health_port = free_port(), free_port()
+        proc = self.spawn(name, ["-m", "bot"], self.bot_env(port, health_port, **extra))
         proc.url = f"http://127.0.0.1:{port}"
+        proc.health = f"http://127.0.0.1:{health_port}"
         self.bots.append(proc)
         return proc
 
@@ -105,14 +108,15 @@ class Cluster:
 
 
 async def wait_http(proc: Proc, path: str, *, timeout: float = 60.0, status: int = 200) -> None:
-    """Poll `proc.url + path` until it answers `status` (fail with the process's output otherwise)."""
+    """Poll `proc.url + path` (a bot's health server: `proc.health`) until it answers `status` (fail with the
+    process's output otherwise)."""
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=2) as client:
         while time.monotonic() < deadline:
             if proc.popen.poll() is not None:
                 raise AssertionError(f"{proc.name} exited {proc.popen.returncode}:\n{proc.output()[-3000:]}")
             try:
-                if (await client.get(proc.url + path)).status_code == status:
+                if (await client.get((proc.health or proc.url) + path)).status_code == status:
                     return
             except httpx.TransportError:
                 pass
@@ -123,7 +127,7 @@ async def wait_http(proc: Proc, path: str, *, timeout: float = 60.0, status: int
 async def is_leader(client: httpx.AsyncClient, proc: Proc) -> bool:
     """What the replica's /metrics says about the scheduler."""
     try:
-        text = (await client.get(proc.url + "/metrics")).text
+        text = (await client.get(proc.health + "/metrics")).text
     except httpx.TransportError:
         return False
     return "rein_scheduler_leader 1.0" in text
@@ -269,7 +273,7 @@ async def _wait_messages(client: httpx.AsyncClient, api: str, chat_id: int, coun
 
 async def _checkins_sent(client: httpx.AsyncClient, proc: Proc) -> float:
     """Check-ins a replica sent, from its /metrics."""
-    for line in (await client.get(proc.url + "/metrics")).text.splitlines():
+    for line in (await client.get(proc.health + "/metrics")).text.splitlines():
         if line.startswith("rein_checkins_sent_total "):
             return float(line.split()[-1])
     return 0.0
@@ -277,7 +281,7 @@ async def _checkins_sent(client: httpx.AsyncClient, proc: Proc) -> float:
 
 async def _turns(client: httpx.AsyncClient, proc: Proc) -> float:
     """Turns a replica handled, from its /metrics."""
-    for line in (await client.get(proc.url + "/metrics")).text.splitlines():
+    for line in (await client.get(proc.health + "/metrics")).text.splitlines():
         if line.startswith('rein_turns_total{outcome="ok"}'):
             return float(line.split()[-1])
     return 0.0

@@ -146,3 +146,30 @@ def test_event_loop_setting_picks_the_loop_the_bot_runs_on(kind: str) -> None:
     run_loop(probe(), kind)
     assert len(seen) == 1
     assert seen[0].startswith("uvloop") if kind == "uvloop" else seen[0].startswith("asyncio")
+
+
+def test_a_webhook_secret_shorter_than_32_characters_is_refused_with_how_to_make_one() -> None:
+    """TELEGRAM_WEBHOOK_SECRET under 32 characters stops start-up with a line saying how to make a good one."""
+    base = {"telegram_bot_token": "1:abcdefghijklmnopqrstuvwxyz", "gemini_api_key": "k",
+            "telegram_webhook_url": "https://rein.example.com/telegram"}
+    with pytest.raises(ValidationError) as info:
+        Settings(_env_file=None, **base, telegram_webhook_secret="x")
+    line = describe_error(info.value)
+    assert line.startswith("TELEGRAM_WEBHOOK_SECRET is invalid: is 1 characters long; it needs at least 32")
+    assert "secrets.token_urlsafe(32)" in line
+    import secrets
+
+    made = secrets.token_urlsafe(32)
+    assert Settings(_env_file=None, **base, telegram_webhook_secret=made).telegram_webhook_secret is not None
+
+
+def test_listen_addresses_default_to_loopback_and_health_has_its_own_port() -> None:
+    """The webhook and health servers listen on 127.0.0.1 by default; in webhook mode they cannot share a port."""
+    base = {"telegram_bot_token": "1:abcdefghijklmnopqrstuvwxyz", "gemini_api_key": "k"}
+    settings = Settings(_env_file=None, **base)
+    assert (settings.webhook_listen, settings.health_listen) == ("127.0.0.1", "127.0.0.1")
+    assert settings.health_port != settings.webhook_port
+    with pytest.raises(ValidationError) as info:
+        Settings(_env_file=None, **base, telegram_webhook_url="https://rein.example.com/t",
+                 telegram_webhook_secret="s" * 32, webhook_port=9000, health_port=9000)
+    assert describe_error(info.value).startswith("HEALTH_PORT is invalid: must differ from WEBHOOK_PORT")

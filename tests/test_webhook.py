@@ -23,7 +23,7 @@ from tests import test_flow
 from tests.conftest import Harness, make_settings
 from tests.fakes import FakeBotAPI, FakeGemini, Fault
 
-SECRET = "webhook-secret_0123456789"
+SECRET = "webhook-secret_0123456789-abcdefghijklmnop"
 ANN = 3001
 
 
@@ -102,6 +102,7 @@ def webhook_settings(bot_api: FakeBotAPI, gemini: FakeGemini, database_url: str,
         "telegram_webhook_secret": SECRET,
         "webhook_listen": "127.0.0.1",
         "webhook_port": port,
+        "health_port": free_port(),
         "shutdown_timeout_s": 5.0,
     }
     values.update(overrides)
@@ -190,7 +191,7 @@ async def test_health_readiness_and_metrics(harness: Harness) -> None:
     query_id = harness.bot_api.user_presses(ANN, reply.message_id, star)
     await harness.bot_api.wait_for(lambda: query_id in harness.bot_api.callback_answers)
 
-    base = f"http://127.0.0.1:{harness.services.settings.webhook_port}"
+    base = f"http://127.0.0.1:{harness.services.settings.health_port}"
     async with httpx.AsyncClient() as client:
         health = await client.get(f"{base}/healthz")
         ready = await client.get(f"{base}/readyz")
@@ -215,7 +216,7 @@ async def test_llm_errors_are_counted(harness: Harness) -> None:
     await harness.say(ANN, "Finish my thesis")
     harness.gemini.fail_always = None
     async with httpx.AsyncClient() as client:
-        metrics = await client.get(f"http://127.0.0.1:{harness.services.settings.webhook_port}/metrics")
+        metrics = await client.get(f"http://127.0.0.1:{harness.services.settings.health_port}/metrics")
     values = _samples(metrics.text)
     assert values['rein_llm_errors_total{error="http_503"}'] >= 1
     assert values['rein_llm_requests_total{outcome="error"}'] >= 1
@@ -229,8 +230,8 @@ async def test_readiness_fails_when_telegram_does_not_answer(bot_api, gemini, sq
     try:
         bot_api.fail_next("getMe", 502, "Bad Gateway", times=3)
         async with httpx.AsyncClient() as client:
-            ready = await client.get(f"http://127.0.0.1:{settings.webhook_port}/readyz")
-            health = await client.get(f"http://127.0.0.1:{settings.webhook_port}/healthz")
+            ready = await client.get(f"http://127.0.0.1:{settings.health_port}/readyz")
+            health = await client.get(f"http://127.0.0.1:{settings.health_port}/healthz")
         assert ready.status_code == 503 and ready.json()["telegram"] == "failing"
         assert ready.json()["database"] == "ok" and health.status_code == 200
     finally:

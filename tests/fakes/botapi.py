@@ -894,6 +894,9 @@ class FakeBotAPI(LoopbackServer):
         self._allowed_updates: frozenset[str] | None = None
         self._poller: object | None = None
         self._faults: dict[str, deque[_Fault]] = {}
+        self.delays: dict[str, float] = {}  # method -> seconds the fake waits before it answers
+        self.in_flight: dict[str, int] = {}  # method -> calls being answered now
+        self.peak_in_flight: dict[str, int] = {}  # method -> most calls answered at once
         self._chat_buckets: dict[int, _Bucket] = {}
         self._total_bucket: _Bucket | None = None
 
@@ -1427,6 +1430,17 @@ class FakeBotAPI(LoopbackServer):
         method = self.validator.canonical(raw_method) or raw_method
         call: dict[str, Any] = {"method": method, "raw_method": raw_method, "params": {}, "at": time.time()}
         self.calls.append(call)
+        self.in_flight[method] = self.in_flight.get(method, 0) + 1
+        self.peak_in_flight[method] = max(self.peak_in_flight.get(method, 0), self.in_flight[method])
+        try:
+            if self.delays.get(method):
+                await asyncio.sleep(self.delays[method])
+            return await self._answer(request, call, method, raw_method)
+        finally:
+            self.in_flight[method] -= 1
+
+    async def _answer(self, request: web.Request, call: dict[str, Any], method: str,
+                      raw_method: str) -> web.StreamResponse:
         try:
             params, files, _ = await self._read_params(request)
             call["params"] = _printable(params)
