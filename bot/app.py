@@ -152,8 +152,10 @@ def _post_init(settings: Settings, order: PerUserOrder) -> Callable[[ReinApp], C
                 jobs.run_repeating(_sync_ratings, interval=settings.rating_sync_interval_s, first=5,
                                    name="sync-ratings")
                 jobs.run_repeating(_close_quiet_sessions, interval=60, first=30, name="quiet-sessions")
+                if svc.erasures.enabled:  # at start-up, then every ERASURE_RETRY_S until Opik confirms each one
+                    jobs.run_repeating(_erase_in_opik, interval=settings.erasure_retry_s, first=1, name="opik-erasures")
 
-            svc.on_leader(start_jobs, lambda: _remove_jobs(jobs, "sync-ratings", "quiet-sessions"))
+            svc.on_leader(start_jobs, lambda: _remove_jobs(jobs, "sync-ratings", "quiet-sessions", "opik-erasures"))
         logger.info("bot.ready username=%s", app.bot.username)
 
     return post_init
@@ -170,6 +172,11 @@ async def _sync_ratings(context: ReinContext) -> None:
     sent = await context.services.ratings.sync()
     if sent:
         logger.info("ratings.synced count=%d", sent)
+
+
+async def _erase_in_opik(context: ReinContext) -> None:
+    """Erase deleted users' traces and threads in Opik; a pass that fails is retried later with backoff."""
+    await context.services.erasures.run_due()
 
 
 async def _close_quiet_sessions(context: ReinContext) -> None:

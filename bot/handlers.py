@@ -6,8 +6,10 @@ Each user's updates reach these one at a time, in order (`bot.ordering`): no han
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from telegram import Message, Update
 from telegram.constants import ParseMode
@@ -82,12 +84,9 @@ async def cancel(update: Update, context: ReinContext) -> None:
 
 
 async def export(update: Update, context: ReinContext) -> None:
-    """/export: the user's data as a JSON document."""
-
-    async def work(svc: Services, who: Speaker) -> list[Reply]:
-        return [await svc.account.export(who)]
-
-    await run_turn(update, context, work)
+    """/export: the user's data as JSON documents, written to a temporary folder removed once they are sent."""
+    with tempfile.TemporaryDirectory(prefix="rein-export-") as folder:
+        await run_turn(update, context, lambda svc, w: svc.account.export(w, Path(folder)))
 
 
 async def delete(update: Update, context: ReinContext) -> None:
@@ -164,6 +163,8 @@ async def button(update: Update, context: ReinContext) -> None:
         return
     await take_actions_away(update, context)
     await run_turn(update, context, call)
+    if parsed.action == "delete_yes":  # the user's Opik copies: erased now, retried by the job until Opik confirms
+        context.services.background(context.services.erasures.run_due())
 
 
 async def take_actions_away(update: Update, context: ReinContext) -> None:

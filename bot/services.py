@@ -22,6 +22,7 @@ from pipeline.checkins.progress import ProgressReport
 from pipeline.checkins.scheduler import CheckinScheduler
 from pipeline.coaching import Coaching
 from pipeline.conversation import Conversation
+from pipeline.erasure import Erasures
 from pipeline.guard import OutputGuard
 from pipeline.judge import Judge
 from pipeline.llm import LLM
@@ -69,6 +70,7 @@ class Services:
     ratings: Ratings
     sessions: Sessions
     account: Account
+    erasures: Erasures
     judge: Judge
     checkins: Checkins
     locks: UserLocks
@@ -166,6 +168,9 @@ async def create_services(settings: Settings, *, locks: UserLocks, metrics: Metr
     checkins = Checkins(core=core, prefs=Preferences(core), answers=CheckinAnswers(core),
                         progress=ProgressReport(core), dispatch=Dispatch(core))
     judge = Judge(db=db, steps=steps, sample_rate=settings.judge_sample_rate, enabled=settings.judge_enabled)
+    erasures = Erasures(db=db, tracer=tracer, settle_s=settings.erasure_settle_s, retry_s=settings.erasure_retry_s)
+    account = Account(db=db, erasures=erasures, export_cooldown_s=settings.export_cooldown_s,
+                      export_part_bytes=settings.export_part_bytes)
     return Services(settings=settings, db=db, llm=llm, tracer=tracer, steps=steps, conversation=conversation,
                     planning=planning, memory=memory, ratings=ratings, sessions=Sessions(db=db, allowed=allowed),
-                    account=Account(db=db), judge=judge, checkins=checkins, locks=locks, metrics=metrics)
+                    account=account, erasures=erasures, judge=judge, checkins=checkins, locks=locks, metrics=metrics)

@@ -1,7 +1,9 @@
 """The LLM judge: scores resolutions, plans, a sample of coaching replies and quiet sessions.
 
 Each criterion is a 0–1 feedback score, with the judge's reason, on the trace that produced the text
-(and, for sessions, on the Opik thread). Judging runs after the reply was sent; it never raises.
+(and, for sessions, on the Opik thread). Judging runs after the reply was sent; it never raises. Its traces carry
+the user's opaque id (so /delete finds them in Opik), and a user deleted while the judge worked gets nothing
+written: no judgement rows, no usage, no scores in Opik.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pipeline.steps import Owner, Step, Steps
 from pipeline.tracing import Feedback
 from storage import goals, turns
 from storage.db import Database
-from storage.models import Judgement, Turn
+from storage.models import Judgement, Turn, User
 
 logger = logging.getLogger(__name__)
 
@@ -131,28 +133,36 @@ class Judge:
             turn = await session.get(Turn, turn_id)
             if turn is None or turn.role != "coach" or turn.kind not in ("resolution", "plan", "coaching"):
                 return 0
+            user = await session.get(User, turn.user_id)
+            if user is None:
+                return 0
             context = await self._context(session, turn)
         return await self._judge_and_record(turn.kind, turn.text, context, user_id=turn.user_id,
-                                            turn_id=turn_id, trace_id=turn.trace_id, thread_id=turn.thread_id)
+                                            opaque_id=user.opaque_id, turn_id=turn_id, trace_id=turn.trace_id,
+                                            thread_id=turn.thread_id)
 
     async def judge_thread(self, user_id: int, thread_id: str) -> int:
         """Judge a finished session from its transcript; the score lands on the Opik thread."""
         async with self.db.session() as session:
+            user = await session.get(User, user_id)
+            if user is None:
+                return 0
             thread = await turns.thread_turns(session=session, user_id=user_id, thread_id=thread_id, limit=40)
         if len(thread) < 2:
             return 0
         transcript = "\n".join(f"{t.role}: {t.text[:800]}" for t in thread)
         try:
             return await self._judge_and_record("thread", transcript, "A coaching session.", user_id=user_id,
-                                                turn_id=None, trace_id=None, thread_id=thread_id)
+                                                opaque_id=user.opaque_id, turn_id=None, trace_id=None,
+                                                thread_id=thread_id)
         except Exception:
             logger.warning("judge.thread_failed thread=%s", thread_id, exc_info=True)
             return 0
 
-    async def _judge_and_record(self, target: str, text: str, context: str, *, user_id: int,
+    async def _judge_and_record(self, target: str, text: str, context: str, *, user_id: int, opaque_id: str,
                                 turn_id: int | None, trace_id: str | None, thread_id: str | None) -> int:
         _, prompt = VERDICTS[target]
-        owner = Owner(user_id=user_id)
+        owner = Owner(user_id=user_id, opaque_id=opaque_id)
         try:
             async with self.steps.run(f"judge.{target}", purpose="judge", owner=owner, input={"text": text[:2000]},
                                       metadata={"judged_trace": trace_id, "prompt": f"{prompt.name}@{prompt.version}"},
@@ -160,6 +170,10 @@ class Judge:
                 scores = await verdict(step, target, text, context)
                 step.set_output({s.criterion: s.score for s in scores})
                 async with self.db.session() as session:
+                    if not await _still_there(session, user_id, opaque_id):
+                        logger.info("judge.user_deleted target=%s", target)
+                        step.take_usage()  # the user's usage rows went with them
+                        return 0
                     session.add_all([Judgement(user_id=user_id, turn_id=turn_id, trace_id=trace_id, target=target,
                                                criterion=s.criterion, score=s.score, reason=s.reason,
                                                prompt_version=prompt.version) for s in scores])
@@ -188,3 +202,10 @@ class Judge:
                                                 after_id=max(0, (turn.id or 0) - 6), before_id=turn.id or 0)
             parts += [f"{t.role}: {t.text[:800]}" for t in previous]
         return "\n".join(parts)
+
+
+async def _still_there(session: AsyncSession, user_id: int, opaque_id: str) -> bool:
+    """Whether the user the work began for still exists (not deleted, the id not taken by someone new); the row is
+    locked on PostgreSQL until the session ends, so a /delete waits for what is written with it."""
+    user = await session.get(User, user_id, with_for_update=True)
+    return user is not None and user.opaque_id == opaque_id

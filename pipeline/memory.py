@@ -1,8 +1,10 @@
 """The coach's memory: turns older than the recent window are folded into a per-user summary, so a prompt
 stays bounded however long the conversation grows.
 
-A summary request reads at most `SUMMARY_BATCH` old turns (oldest first); a longer backlog is folded in over
-several turns. It runs after the reply is sent, never for a user over the flood guard's cap.
+A summary request reads at most `SUMMARY_BATCH` old turns (oldest first), each cut to `SUMMARY_TURN_CHARS`, so a
+request stays under about `SUMMARY_BATCH * SUMMARY_TURN_CHARS + SUMMARY_CHARS` characters however long the
+backlog; a longer backlog is folded in over several turns. It runs after the reply is sent, never for a user over
+the flood guard's cap, and writes nothing for a user deleted meanwhile.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 SUMMARY_BATCH = 60  # old turns one summary request reads at most
 SUMMARY_CHARS = 4000
+SUMMARY_TURN_CHARS = 1000  # of each old turn, in a summary request
 
 
 class Memory:
@@ -56,7 +59,7 @@ class Memory:
             if len(old) < self.history_turns:
                 return False
             summary, owner = user.summary, Owner(user.id, user.opaque_id, user.thread_id)
-        transcript = "\n".join(f"{t.role}: {t.text}" for t in old)
+        transcript = "\n".join(f"{t.role}: {t.text[:SUMMARY_TURN_CHARS]}" for t in old)
         request = f"Earlier summary:\n{summary or '(none)'}\n\nNew conversation:\n{transcript}"
         try:
             async with self.steps.run("coach.summary", purpose="summary", owner=owner, input={"turns": len(old)},
@@ -69,7 +72,7 @@ class Memory:
             return False
         async with self.db.session() as session:
             fresh = await users.get_user(session=session, telegram_id=who.telegram_id)
-            if fresh is None:
+            if fresh is None or fresh.opaque_id != owner.opaque_id:  # deleted meanwhile (perhaps back as someone new)
                 return False
             fresh.summary = new_summary[:SUMMARY_CHARS]
             fresh.summary_upto_turn_id = old[-1].id or 0

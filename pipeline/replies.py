@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Reply:
     kind: str = "info"  # info | question | resolution | plan | coaching | error | checkin
     buttons: list[list[Button]] = field(default_factory=list)
     turn_id: int | None = None  # the stored coach turn (LLM-written replies only)
-    document: tuple[str, bytes] | None = None  # (filename, content) sent as a file
+    document: tuple[str, bytes | Path] | None = None  # (filename, content or a file to read) sent as a file
     judged: bool = False  # the judge scored it before it was shown (not judged again after sending)
 
     @property

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     opik_track_disable: bool = False
     opik_flush_timeout_s: float = Field(10.0, ge=0)
     rating_sync_interval_s: float = Field(60.0, gt=0)
+    erasure_retry_s: float = Field(60.0, gt=0, description="Seconds between passes erasing a deleted user in Opik")
+    erasure_settle_s: float = Field(300.0, ge=0, description="An erasure is confirmed by a search this long after")
     typing_delay_s: float = Field(0.3, ge=0, description="Show typing only when an answer takes longer")
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     cpu_affinity: str = Field("off", pattern=r"^(auto|off|\d+(,\d+)*)$",
@@ -75,6 +77,9 @@ class Settings(BaseSettings):
 
     admin_user_ids: Annotated[list[int], NoDecode] = []
     allowed_user_ids: Annotated[list[int], NoDecode] = []
+    max_messages_per_day: int = Field(500, ge=1, description="Texts stored per user per UTC day; then one notice")
+    export_cooldown_s: float = Field(300.0, ge=0, description="Seconds between two /export of one user")
+    export_part_bytes: int = Field(45_000_000, ge=4096, le=50_000_000, description="Largest /export document")
     llm_calls_per_minute: int = Field(12, ge=1, description="Per-user cap on LLM turns per minute")
     history_turns: int = Field(12, ge=2, description="Recent turns sent verbatim to the coach")
     max_clarify_rounds: int = Field(3, ge=0, le=3)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,11 @@ if TYPE_CHECKING:
     from pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+_OPAQUE_RE = re.compile(r"^[0-9a-f]{12,36}$")
+# What a search for a user's traces does not need back: only ids and thread ids are read.
+_SEARCH_EXCLUDE = ("input", "output", "metadata", "feedback_scores", "span_feedback_scores", "usage", "comments",
+                   "guardrails_validations", "error_info", "tags")
 
 
 @dataclass
@@ -170,6 +176,41 @@ class Tracer:
             logger.warning("tracing.feedback_failed count=%d error=%s", len(scores), type(exc).__name__)
             return False
         return True
+
+    def user_traces(self, opaque_id: str, thread_ids: Iterable[str], *, limit: int = 100_000) -> dict[str, str | None]:
+        """Every trace Opik holds of one user, as trace id -> thread id (blocking; run it in a thread): those whose
+        metadata names the user's opaque id, and those in one of the user's threads. Raises when Opik fails."""
+        if not self.enabled:
+            return {}
+        if not _OPAQUE_RE.match(opaque_id):
+            raise ValueError("not an opaque id")
+        import opik
+
+        client = self._client(opik)
+        threads = set(thread_ids)
+        found: dict[str, str | None] = {}
+        searches = ((f'metadata.user = "{opaque_id}"', False), (f'thread_id starts_with "{opaque_id[:12]}-"', True))
+        for filter_string, of_known_threads in searches:
+            for trace in client.search_traces(project_name=self.project, filter_string=filter_string,
+                                              max_results=limit, truncate=True, exclude=list(_SEARCH_EXCLUDE)):
+                if trace.id and (not of_known_threads or trace.thread_id in threads):
+                    found[trace.id] = trace.thread_id
+        return found
+
+    def delete_traces(self, trace_ids: list[str], thread_ids: list[str], *, timeout_s: float = 30.0) -> None:
+        """Delete traces (their spans and scores go with them) and threads in Opik (blocking; run it in a thread).
+        Raises when Opik did not take a request."""
+        if not self.enabled:
+            return
+        import opik
+
+        rest = self._client(opik).rest_client
+        options: Any = {"timeout_in_seconds": int(max(1, timeout_s)), "max_retries": 0}
+        for start in range(0, len(trace_ids), 1000):
+            rest.traces.delete_traces(ids=trace_ids[start:start + 1000], request_options=options)
+        for start in range(0, len(thread_ids), 100):
+            rest.traces.delete_trace_threads(thread_ids=thread_ids[start:start + 100], project_name=self.project,
+                                             request_options=options)
 
     def _client(self, opik: Any) -> Any:
         if self._opik is None:

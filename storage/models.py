@@ -69,6 +69,9 @@ class User(SQLModel, table=True):
     thread_closed: bool = False  # the current Opik thread went quiet and was scored
     session_prompted_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     care_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # coach gently until then
+    messages_day: date | None = Field(default=None)  # the UTC day `messages_today` counts (MAX_MESSAGES_PER_DAY)
+    messages_today: int = 0  # texts stored that day; one over the cap once the notice was given
+    exported_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # last /export
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     last_active_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True), index=True)
 
@@ -297,3 +300,21 @@ class CareEvent(SQLModel, table=True):
     pattern: str | None = Field(default=None, max_length=32)  # the screen pattern's id
     trace_id: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True), index=True)
+
+
+class Erasure(SQLModel, table=True):
+    """A deleted user's copies in Opik (traces, threads) still to erase: written in the transaction that removes
+    the user's rows, kept until a search in Opik finds nothing of theirs."""
+
+    __tablename__ = "erasures"
+
+    id: int | None = Field(default=None, primary_key=True)
+    opaque_id: str = Field(max_length=36, index=True)  # the id every trace of the user carries (metadata.user)
+    thread_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    trace_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # known from rows
+    requested_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True), index=True)
+    attempts: int = 0
+    traces_deleted: int = 0
+    last_error: str | None = Field(default=None, max_length=120)
+    done_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))

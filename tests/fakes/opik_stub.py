@@ -31,6 +31,17 @@ content deduplicated by the SDK), ``POST /v1/private/datasets/items/stream`` (ne
 "default" workspace, for the experiment's URL). ``datasets``,
 ``dataset_items``, ``experiments`` and ``experiment_items`` hold what arrived.
 
+Erasing a user (what ``Opik().search_traces(filter_string=...)`` and ``rest_client.traces.delete_traces`` /
+``delete_trace_threads`` call in opik 2.2.122, read from the SDK's ``rest_api/traces/raw_client.py`` and seen by
+running it against this stub): ``POST /v1/private/traces/search`` (body ``{"project_name", "filters": [{"field",
+"operator", "key", "value"}], "limit", "last_retrieved_id", "exclude", ...}``, answered as newline-delimited JSON,
+newest id first, pages by ``id < last_retrieved_id``; the filters ``=``, ``!=``, ``contains``, ``starts_with`` on
+``id``, ``name``, ``thread_id`` and ``metadata.<key>`` are understood), ``POST /v1/private/traces/delete``
+(``{"ids": [...]}``) and ``POST /v1/private/traces/threads/delete`` (``{"project_name", "thread_ids": [...]}``).
+Deleted traces leave ``traces`` (their spans and trace scores go with them, as in Opik); ``trace_deletes`` and
+``thread_deletes`` hold every id asked for. ``erasure_down = True`` is an outage of those three routes alone
+(503); ``down`` stops everything.
+
 ``strict=True`` answers a path the stub does not know with 404 and records it in ``unknown``: a test that
 asserts ``stub.unknown == []`` fails on any endpoint the SDK calls that the stub (and so the test) does not
 account for. The default keeps the old behaviour (200 ``{}``).
@@ -87,6 +98,10 @@ class OpikStub(LoopbackServer):
         self.thread_feedback_scores: list[dict[str, Any]] = []
         self.prompt_versions: dict[str, list[dict[str, Any]]] = {}  # prompt name -> versions, newest last
         self.trace_updates: list[tuple[str, dict[str, Any]]] = []
+        self.trace_deletes: list[str] = []  # every trace id a delete asked for, in order
+        self.thread_deletes: list[str] = []  # every thread id a thread delete asked for, in order
+        self.searches: list[list[dict[str, Any]]] = []  # the filters of every trace search
+        self.erasure_down = False
         self.span_updates: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
 
@@ -114,6 +129,9 @@ class OpikStub(LoopbackServer):
                 self.span_updates,
                 self.unknown,
                 self.experiment_items,
+                self.trace_deletes,
+                self.thread_deletes,
+                self.searches,
             ):
                 bucket.clear()
             for store in (self.datasets, self.dataset_items, self.experiments):
@@ -164,6 +182,11 @@ class OpikStub(LoopbackServer):
             await asyncio.sleep(self.delay)
         if self.down:
             return web.json_response({"errors": ["Service Unavailable (OpikStub is down)"]}, status=503)
+        if path in ERASURE_PATHS and method == "POST":
+            if self.erasure_down:
+                return web.json_response({"errors": ["Service Unavailable (OpikStub erasure is down)"]}, status=503)
+            with self._lock:
+                return self._route_erasure(path, body if isinstance(body, dict) else {})
         if path.startswith((f"{PREFIX}/datasets", f"{PREFIX}/experiments")):
             with self._lock:
                 known = self._route_evaluation(method, path, body)
@@ -247,6 +270,41 @@ class OpikStub(LoopbackServer):
             )
         return None
 
+    # ------------------------------------------------------------------ search and delete
+
+    def _route_erasure(self, path: str, data: dict[str, Any]) -> web.StreamResponse:
+        """Trace search, trace delete and thread delete (called under the lock)."""
+        if path == f"{PREFIX}/traces/delete":
+            ids = {str(i) for i in data.get("ids") or []}
+            self.trace_deletes.extend(str(i) for i in data.get("ids") or [])
+            self._forget_traces(ids)
+            return web.Response(status=204)
+        if path == f"{PREFIX}/traces/threads/delete":
+            threads = {str(t) for t in data.get("thread_ids") or []}
+            self.thread_deletes.extend(str(t) for t in data.get("thread_ids") or [])
+            self._forget_traces({i for i, t in self.traces_by_id().items() if t.get("thread_id") in threads})
+            self.thread_feedback_scores[:] = [s for s in self.thread_feedback_scores
+                                              if s.get("thread_id") not in threads]
+            return web.Response(status=204)
+        filters = list(data.get("filters") or [])
+        self.searches.append(filters)
+        found = sorted((t for t in self.traces_by_id().values() if all(_matches(t, f) for f in filters)),
+                       key=lambda t: str(t.get("id")), reverse=True)
+        last = data.get("last_retrieved_id")
+        if last:
+            found = [t for t in found if str(t.get("id")) < str(last)]
+        excluded = set(data.get("exclude") or [])
+        limit = int(data.get("limit") or len(found) or 1)
+        lines = "".join(json.dumps({k: v for k, v in {"start_time": _now(), **t}.items() if k not in excluded},
+                                   default=str) + "\n" for t in found[:limit])
+        return web.Response(body=lines.encode(), content_type="application/octet-stream")
+
+    def _forget_traces(self, ids: set[str]) -> None:
+        self.traces[:] = [t for t in self.traces if str(t.get("id")) not in ids]
+        self.trace_updates[:] = [u for u in self.trace_updates if u[0] not in ids]
+        self.spans[:] = [s for s in self.spans if str(s.get("trace_id")) not in ids]
+        self.feedback_scores[:] = [s for s in self.feedback_scores if str(s.get("id")) not in ids]
+
     # ------------------------------------------------------------------ datasets and experiments
 
     def _dataset_named(self, name: str) -> dict[str, Any] | None:
@@ -313,6 +371,28 @@ class OpikStub(LoopbackServer):
             self.experiment_items.extend(data.get("experiment_items", []))
             return web.Response(status=204)
         return None
+
+
+ERASURE_PATHS = (f"{PREFIX}/traces/search", f"{PREFIX}/traces/delete", f"{PREFIX}/traces/threads/delete")
+
+
+def _matches(trace: dict[str, Any], flt: dict[str, Any]) -> bool:
+    """Whether a trace passes one search filter (the operators Rein's searches use)."""
+    field, key = str(flt.get("field")), flt.get("key")
+    if field == "metadata":
+        value = (trace.get("metadata") or {}).get(key) if key else trace.get("metadata")
+    else:
+        value = trace.get(field)
+    have, want, op = "" if value is None else str(value), str(flt.get("value")), str(flt.get("operator"))
+    if op == "=":
+        return value is not None and have == want
+    if op == "!=":
+        return have != want
+    if op == "contains":
+        return want in have
+    if op == "starts_with":
+        return value is not None and have.startswith(want)
+    raise ValueError(f"OpikStub does not know the operator {op!r}")
 
 
 def main(argv: list[str] | None = None) -> None:
