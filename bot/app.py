@@ -22,7 +22,7 @@ from telegram.ext import (
 )
 from telegram.request import HTTPXRequest
 
-from bot import admin, handlers, render, texts
+from bot import admin, handlers, media, render, texts
 from bot import checkins as checkin_bot
 from bot.context import CONTEXT_TYPES, ReinApp, ReinContext
 from bot.metrics import Metrics
@@ -90,6 +90,8 @@ def add_handlers(app: ReinApp, settings: Settings) -> None:
     checkin_bot.add_handlers(app, private)
     app.add_handler(MessageHandler(private & filters.COMMAND, handlers.unknown_command))
     app.add_handler(MessageHandler(private & filters.TEXT & ~filters.UpdateType.EDITED, handlers.text))
+    heard_or_seen = filters.VOICE | filters.AUDIO | filters.PHOTO
+    app.add_handler(MessageHandler(private & heard_or_seen & ~filters.UpdateType.EDITED, media.received))
     app.add_handler(MessageHandler(private & ~filters.TEXT & ~filters.UpdateType.EDITED, handlers.not_text))
     app.add_handler(CallbackQueryHandler(handlers.button))
     app.add_error_handler(handlers.on_error)

@@ -114,7 +114,7 @@ async def unknown_command(update: Update, context: ReinContext) -> None:
 
 
 async def not_text(update: Update, context: ReinContext) -> None:
-    """Stickers, photos, voice, locations…: explain what Rein understands."""
+    """Stickers, videos, video notes, documents, locations…: explain what Rein understands."""
     assert update.effective_chat is not None
     await context.bot.send_message(update.effective_chat.id, texts.NOT_TEXT, parse_mode=ParseMode.HTML)
 

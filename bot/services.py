@@ -26,6 +26,7 @@ from pipeline.erasure import Erasures
 from pipeline.guard import OutputGuard
 from pipeline.judge import Judge
 from pipeline.llm import LLM
+from pipeline.media import Limits, MediaReader
 from pipeline.memory import Memory
 from pipeline.planning import Planning
 from pipeline.ratelimit import SlidingWindow
@@ -73,6 +74,7 @@ class Services:
     erasures: Erasures
     judge: Judge
     checkins: Checkins
+    media: MediaReader
     locks: UserLocks
     metrics: Metrics
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -173,4 +175,6 @@ async def create_services(settings: Settings, *, locks: UserLocks, metrics: Metr
                       export_part_bytes=settings.export_part_bytes)
     return Services(settings=settings, db=db, llm=llm, tracer=tracer, steps=steps, conversation=conversation,
                     planning=planning, memory=memory, ratings=ratings, sessions=Sessions(db=db, allowed=allowed),
-                    account=account, erasures=erasures, judge=judge, checkins=checkins, locks=locks, metrics=metrics)
+                    account=account, erasures=erasures, judge=judge, checkins=checkins, locks=locks, metrics=metrics,
+                    media=MediaReader(db=db, steps=steps, limits=Limits(settings.media_max_seconds,
+                                                                         settings.media_max_bytes)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pipeline import texts as pipeline_texts
+from pipeline.media import WHAT_WORKS
 
 COMMANDS: list[tuple[str, str]] = [
     ("start", "Start, or see where you are"),
@@ -27,10 +28,7 @@ HELP = (
     + "\n".join(f"/{name} — {description}" for name, description in COMMANDS)
 )
 
-NOT_TEXT = (
-    "I can only read text messages for now. Tell me in words how it's going, or what you'd like to "
-    "achieve, and I'll take it from there. /help lists what I can do."
-)
+NOT_TEXT = WHAT_WORKS  # stickers, videos, video notes, documents, locations nobody asked for…
 GROUPS = "I coach one-to-one only. Message me privately to work on your goals."
 UNKNOWN_COMMAND = "I don't know that command. /help lists the ones I understand."
 NOT_ALLOWED = "Rein is in a private beta and this account isn't on the list yet. Sorry!"

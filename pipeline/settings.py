@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     safety_classifier: bool = Field(True, description="The model classifies each text for risk beside its reply")
     safety_classify_timeout_s: float = Field(8.0, gt=0, description="Longest wait for that classification")
     care_gentle_hours: float = Field(72.0, ge=0, description="The coach stays gentle this long after crisis care")
+    media_max_seconds: int = Field(600, ge=1, description="Longest voice note or audio file Rein listens to")
+    media_max_bytes: int = Field(14 * 1024 * 1024, ge=1, le=20 * 1024 * 1024,
+                                 description="Largest voice note, audio file or photo Rein downloads (Bot API: 20 MB)")
 
     admin_user_ids: Annotated[list[int], NoDecode] = []
     allowed_user_ids: Annotated[list[int], NoDecode] = []

@@ -151,7 +151,7 @@ async def test_zones_from_iana_names_cities_and_a_shared_location(ck: Harness) -
     before = len(ck.bot_api.messages(ANN))
     ck.bot_api.user_sends_message(ANN, {"location": ck.bot_api.location(52.5, 13.4)})
     await ck.bot_api.wait_messages(ANN, before + 1)
-    assert "only read text" in ck.bot_api.messages(ANN)[-1].text
+    assert "I understand text, voice notes" in ck.bot_api.messages(ANN)[-1].text
 
 
 # ----- the check-in itself ------------------------------------------------------------------------

@@ -195,7 +195,8 @@ async def test_one_users_messages_are_answered_in_order(harness: Harness) -> Non
 
 
 async def test_non_text_messages_get_a_friendly_explanation(harness: Harness) -> None:
-    """Stickers, photos, voice and locations get a short note of what Rein understands."""
+    """Stickers, locations, contacts, documents, dice, polls, and a photo or voice note whose file is not an image or
+    sound, get a short note of what Rein understands."""
     api = harness.bot_api
     samples = ({"sticker": sticker()}, {"photo": photo()}, {"voice": voice()}, {"location": location(52.5, 13.4)},
                {"contact": contact()}, {"document": document()}, {"dice": dice()}, {"poll": poll()})
@@ -203,7 +204,7 @@ async def test_non_text_messages_get_a_friendly_explanation(harness: Harness) ->
         before = len(api.messages(ANN))
         api.user_sends_message(ANN, fields)
         await api.wait_messages(ANN, before + 1)
-        assert "text messages" in api.messages(ANN)[-1].text
+        assert "I understand text, voice notes, audio files" in api.messages(ANN)[-1].text
 
 
 async def test_groups_are_told_once_that_rein_coaches_privately(harness: Harness) -> None:

@@ -1,0 +1,227 @@
+"""Voice notes, audio files and photos over the loopback servers, with real media: a 1.2 s OGG/Opus clip
+(tests/data/voice.ogg, a 220 Hz chord made with Python's `wave` and encoded by opusenc at 8 kbit/s) and a 64x48
+JPEG (tests/data/log.jpg, drawn with Pillow); a WAV file is made here with `wave`."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from pipeline import media, prompts
+from pipeline.media import MediaReading, sniff
+from storage.models import ProgressEntry, Rating
+from tests.conftest import Harness, make_settings, start_bot, stop_bot, user_snapshot
+from tests.test_checkins import checkins_in, clock_at, local, set_up, tick
+
+DATA = Path(__file__).parent / "data"
+VOICE = (DATA / "voice.ogg").read_bytes()
+JPEG = (DATA / "log.jpg").read_bytes()
+ANN = 13001
+BOB = 13002
+WORDS = "I want to run a 10k by June"
+
+
+def wav_bytes(seconds: float = 0.5, rate: int = 8000) -> bytes:
+    """A mono 16-bit WAV file of silence."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\x00\x00" * int(seconds * rate))
+    return out.getvalue()
+
+
+def encoded(data: bytes, shift: int) -> str:
+    """A 40-character run of the base64 of `data` (either alphabet aligns with one of three shifts)."""
+    return base64.b64encode(data[shift:]).decode()[8:48].replace("+", "-").replace("/", "_")
+
+
+def heard(words: str = WORDS, description: str = "A person speaking") -> dict[str, str]:
+    """What the model answers to `media.understand`."""
+    return {"words": words, "description": description}
+
+
+def media_requests(h: Harness) -> list[Any]:
+    """The Gemini requests of the understanding step."""
+    return [r for r in h.gemini.requests if r.system == prompts.MEDIA.text]
+
+
+def inline_parts(request: Any) -> list[dict[str, Any]]:
+    """The inline parts of a Gemini request, as sent on the wire."""
+    found = [part["inlineData"] for content in request.body["contents"] for part in content["parts"]
+             if "inlineData" in part]
+    return [{"mimeType": p.get("mimeType", p.get("mime_type")), "data": base64.urlsafe_b64decode(p["data"])}
+            for p in found]
+
+
+async def user_turns(h: Harness, user_id: int) -> list[str]:
+    """The user's stored turns, oldest first."""
+    data = await user_snapshot(h, user_id)
+    return [t["text"] for t in data["turns"] if t["role"] == "user"]
+
+
+async def sends(h: Harness, user_id: int, send: Any, *, expect: int = 1) -> list[Any]:
+    """Queue a user's media message (through `send`) and wait for the bot's `expect` answers."""
+    before = len(h.bot_api.messages(user_id))
+    send()
+    await h.bot_api.wait_messages(user_id, before + expect)
+    return h.bot_api.messages(user_id)[before:]
+
+
+async def to_coaching(h: Harness, user_id: int) -> None:
+    """Walk a user to an accepted plan (texts from here on are coaching)."""
+    h.gemini.queue({"enough_information": True, "missing": [], "question": ""})
+    await h.say(user_id, "/start", expect=2)
+    await h.say(user_id, "Run a 10k by June", expect=2)
+    await h.press(user_id, h.bot_api.messages(user_id)[-1], "✅ Accept")
+
+
+@pytest.fixture
+async def db_harness(bot_api, gemini, database_url) -> AsyncIterator[Harness]:
+    """A running bot on SQLite or PostgreSQL."""
+    app = await start_bot(make_settings(bot_api, gemini, database_url))
+    yield Harness(app, bot_api, gemini)
+    await stop_bot(app)
+
+
+# ----- voice notes --------------------------------------------------------------------------------
+
+
+async def test_a_voice_note_is_heard_and_answered_like_a_typed_message(db_harness: Harness) -> None:
+    """A voice note reaches Gemini as an inline audio/ogg part of its very bytes; its words are stored as the user's
+    turn (the goal, here), the coach answers them as typed text, and /export has them (SQLite and PostgreSQL)."""
+    h = db_harness
+    await h.say(ANN, "/start", expect=2)
+    h.gemini.queue(heard())
+    [question] = await sends(h, ANN, lambda: h.bot_api.user_sends_voice(ANN, VOICE, duration=1))
+    [understand] = media_requests(h)
+    assert inline_parts(understand) == [{"mimeType": "audio/ogg", "data": VOICE}]
+    assert understand.schema is not None and "words" in json.dumps(understand.schema)
+    assert h.gemini.requests[-1].system == prompts.CLARIFY.text and f"Goal: {WORDS}" in h.gemini.requests[-1].user_texts
+    assert question.text == "Sample question" and question.buttons(), "answered as a typed goal: a question"
+    assert await user_turns(h, ANN) == [WORDS]
+    export = json.loads((await h.say(ANN, "/export"))[0].file or b"")
+    assert export["goals"][0]["text"] == WORDS and WORDS in [t["text"] for t in export["turns"]]
+    assert not any(encoded(VOICE, n) in json.dumps(export) for n in (0, 1, 2))
+
+
+async def test_the_goal_reaches_the_listening_prompt_and_a_caption_follows_the_words(harness: Harness) -> None:
+    """Coaching: the understanding step sees the user's goal; the words (then the caption) are the turn, and the
+    coach's reply to them carries the rating row."""
+    await to_coaching(harness, ANN)
+    harness.gemini.queue(heard("Ran 5 km this morning"))
+    [reply] = await sends(harness, ANN, lambda: harness.bot_api.user_sends_voice(ANN, VOICE, caption="felt good"))
+    [understand] = media_requests(harness)
+    assert "My goal: Run a 10k by June" in understand.user_texts[0]
+    assert reply.text == "Coach: Ran 5 km this morning felt good"
+    assert len([d for _, d in reply.buttons() if d.startswith("r:")]) == 5
+    assert (await user_turns(harness, ANN))[-1] == "Ran 5 km this morning\n\nfelt good"
+
+
+async def test_a_voice_answer_to_a_check_in_is_recorded_like_a_typed_one(bot_api, gemini, sqlite_url) -> None:
+    """After a check-in tap, a voice note's words become the progress entry's note, as a typed note would."""
+    app = await start_bot(make_settings(bot_api, gemini, sqlite_url, checkin_scheduler=False))
+    h = Harness(app, bot_api, gemini)
+    try:
+        clock = clock_at(h, local("Europe/Berlin", 2026, 11, 28, 9, 0))
+        await to_coaching(h, ANN)
+        await set_up(h, ANN, "Europe/Berlin", "08:00")
+        await tick(h, clock, local("Europe/Berlin", 2026, 11, 29, 8, 0))
+        await h.press(ANN, checkins_in(h, ANN)[-1], "✅ Done")
+        gemini.queue(heard("ran 5 km in the rain"))
+        [noted] = await sends(h, ANN, lambda: bot_api.user_sends_voice(ANN, VOICE))
+        assert "Noted" in noted.text
+        async with h.services.db.session() as session:
+            [entry] = (await session.scalars(select(ProgressEntry))).all()
+        assert (entry.status, entry.note) == ("done", "ran 5 km in the rain")
+    finally:
+        await stop_bot(app)
+
+
+async def test_a_voice_reason_after_a_low_rating_is_kept_as_the_reason(harness: Harness) -> None:
+    """After a 1-star press, a voice note's words are the rating's reason, not a coaching message."""
+    await to_coaching(harness, ANN)
+    reply = (await harness.say(ANN, "I ran today"))[0]
+    one = next(d for _, d in reply.buttons() if d.startswith("r:") and d.endswith(":1"))
+    harness.bot_api.user_presses(ANN, reply.message_id, one)
+    await harness.bot_api.wait_for(lambda: "What would have helped" in harness.bot_api.messages(ANN)[-1].text)
+    harness.gemini.queue(heard("More concrete steps please"))
+    [thanks] = await sends(harness, ANN, lambda: harness.bot_api.user_sends_voice(ANN, VOICE))
+    assert "Thank you" in thanks.text
+    async with harness.services.db.session() as session:
+        rating = (await session.scalars(select(Rating))).one()
+    assert (rating.value, rating.reason) == (1, "More concrete steps please")
+
+
+async def test_an_audio_file_is_heard_by_its_format_not_its_label(harness: Harness) -> None:
+    """An audio file labelled audio/mpeg whose bytes are WAV reaches Gemini as audio/wav; without words it is
+    stored as one line describing the sound."""
+    await to_coaching(harness, ANN)
+    data = wav_bytes()
+    harness.gemini.queue(heard("", "Birdsong on a morning walk"))
+    [reply] = await sends(harness, ANN, lambda: harness.bot_api.user_sends_audio(ANN, data, duration=1))
+    assert inline_parts(media_requests(harness)[0])[0]["mimeType"] == "audio/wav"
+    assert (await user_turns(harness, ANN))[-1] == "[audio] Birdsong on a morning walk"
+    assert reply.text.startswith("Coach: [audio] Birdsong")
+
+
+# ----- traces -------------------------------------------------------------------------------------
+
+
+async def test_the_understanding_is_traced_without_the_file(bot_api, gemini, sqlite_url, opik_stub) -> None:
+    """The step is a `media.understand` trace in the user's thread with kind, type, size and duration in, the
+    description out; nothing Opik receives holds the file's bytes (raw or base64)."""
+    import opik
+
+    settings = make_settings(bot_api, gemini, sqlite_url, opik_track_disable=False,
+                             opik_url_override=opik_stub.url, opik_flush_timeout_s=3)
+    app = await start_bot(settings)
+    h = Harness(app, bot_api, gemini)
+    opik_stub.reset()
+    try:
+        await to_coaching(h, ANN)
+        with opik.record_traces_locally() as recorded:
+            gemini.queue(heard("", "A handwritten training log: 3 runs, 14 km"))
+            await sends(h, ANN, lambda: bot_api.user_sends_photo(ANN, JPEG, caption="my week"))
+            await h.settled()
+            trees = recorded.trace_trees
+    finally:
+        await stop_bot(app)
+    [trace] = [t for t in trees if t.name == "media.understand"]
+    assert trace.input == {"kind": "photo", "mime_type": "image/jpeg", "bytes": len(JPEG), "seconds": None}
+    assert trace.output == {"description": "A handwritten training log: 3 runs, 14 km", "words": 0}
+    assert [s for s in trace.spans if s.type == "llm"], "the Gemini call is an LLM span"
+    sent = repr([body for _, _, body in opik_stub.requests])
+    assert opik_stub.traces and "media.understand" in sent
+    assert not any(encoded(JPEG, n) in sent for n in (0, 1, 2)) and repr(JPEG[:40])[2:-1] not in sent
+
+
+# ----- the format, read from the bytes ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("data", "mime"), [
+    (VOICE, "audio/ogg"), (JPEG, "image/jpeg"), (wav_bytes(), "audio/wav"),
+    (b"ID3\x04\x00" + b"\x00" * 20, "audio/mp3"),
+    (b"\xff\xfb\x90\x00" + b"\x00" * 20, "audio/mp3"), (b"\xff\xf1\x50\x80" + b"\x00" * 20, "audio/aac"),
+    (b"\x00\x00\x00\x20ftypM4A \x00\x00\x00\x00", "audio/mp4"), (b"\x89PNG\r\n\x1a\n" + b"\x00" * 16, "image/png"),
+    (b"fake file AwACAgIAAxkB", None), (b"%PDF-1.7", None), (b"", None),
+])
+def test_the_format_is_read_from_the_first_bytes(data: bytes, mime: str | None) -> None:
+    """OGG, MP3 (ID3 or a frame), ADTS AAC, M4A, WAV, JPEG and PNG are told apart by their bytes; others are None."""
+    assert sniff(data) == mime
+
+
+def test_a_turn_is_the_words_or_one_line_with_the_caption() -> None:
+    """Words (then the caption) for sound with speech; "[photo] <one line> — <caption>" for a photo."""
+    assert media.turn_text("voice", MediaReading(words=" hi ", description="x"), "") == "hi"
+    photo = media.turn_text("photo", MediaReading(words="", description="A plate\nof pasta  " + "x" * 400), "lunch")
+    assert photo.startswith("[photo] A plate of pasta x") and photo.endswith("… — lunch") and "\n" not in photo
