@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select, update
 
-from pipeline.chart import count_bars, decode_png
 from pipeline.checkins.scheduler import CheckinScheduler
 from storage.models import CheckinPrefs, CheckinSchedule, CheckinSend, ProgressEntry, Stage, Turn, User
 from tests.conftest import Clock, Harness, make_settings, start_bot, stop_bot
@@ -471,24 +470,6 @@ async def test_a_crash_between_send_and_record_still_sends_exactly_once(ck: Harn
 # ----- progress, export, delete -------------------------------------------------------------------
 
 
-async def test_progress_shows_streak_weeks_and_an_eight_week_png(ck: Harness) -> None:
-    """/progress: streak and this week's counts in the caption, and a valid PNG with one bar per week (8)."""
-    clock = clock_at(ck, local("Europe/Berlin", 2026, 11, 28, 9, 0))
-    await accept_plan(ck, ANN)
-    await set_up(ck, ANN, "Europe/Berlin", "08:00")
-    for day, label in ((29, "❌ Missed"), (30, "✅ Done"), (1, "🟡 Partly"), (2, "✅ Done")):
-        month = 11 if day > 2 else 12
-        await tick(ck, clock, local("Europe/Berlin", 2026, month, day, 8, 0))
-        await ck.press(ANN, checkins_in(ck, ANN)[-1], label)
-    photo = (await ck.say(ANN, "/progress"))[0]
-    assert photo.kind == "photo" and photo.file is not None
-    assert "Your progress" in (photo.caption or "") and "Streak: 3 check-ins in a row" in (photo.caption or "")
-    assert "This week: 2 done · 1 partly · 0 missed (of 3 check-ins)" in (photo.caption or "")
-    width, height, _ = decode_png(photo.file)
-    assert (width, height) == (480, 240)
-    assert count_bars(photo.file) == 8
-
-
 async def test_a_milestone_is_marked_reached_from_progress_by_its_owner_only(ck: Harness) -> None:
     """/progress offers the next milestone's Reached button; only its owner's press counts, and then
     /progress and the coach's plan show it reached."""
@@ -506,20 +487,6 @@ async def test_a_milestone_is_marked_reached_from_progress_by_its_owner_only(ck:
     assert "Milestones: 1 of" in (again.caption or "")
     await ck.say(ANN, "How am I doing?")
     assert "(reached)" in " ".join(ck.gemini.requests[-1].user_texts)
-
-
-def test_the_chart_is_a_valid_png_with_one_bar_per_week() -> None:
-    """The PNG encoder writes valid chunks (CRC, sizes) and a bar for every week, empty weeks included."""
-    from pipeline.chart import weekly_chart
-
-    for rates in ([None] * 8, [0.0, 0.5, 1.0, None, 0.2, 0.9, None, 1.0], [1.0] * 4):
-        data = weekly_chart(rates)
-        assert data.startswith(b"\x89PNG\r\n\x1a\n")
-        assert count_bars(data) == len(rates)
-    with pytest.raises(ValueError, match="CRC"):
-        broken = bytearray(weekly_chart([1.0] * 8))
-        broken[40] ^= 0xFF
-        decode_png(bytes(broken))
 
 
 async def test_export_includes_and_delete_removes_schedules_and_progress(ck: Harness) -> None:

@@ -8,13 +8,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pipeline import speaker
-from pipeline.chart import weekly_chart
+from pipeline.chart import ChartSpec, render_chart
 from pipeline.checkins.core import CheckinCore
 from pipeline.replies import Button, Para, Reply
 from pipeline.speaker import Speaker
 from storage import checkins as store
 from storage import goals
-from storage.models import Milestone, Plan, ProgressEntry, User
+from storage.models import Goal, Milestone, Plan, ProgressEntry, User
 
 
 @dataclass
@@ -26,6 +26,7 @@ class Progress:
     reached: int
     milestones: int
     next_milestone: Milestone | None
+    goal: str | None = None  # the active goal's text
 
     def rates(self) -> list[float | None]:
         """Completion per week (done = 1, partly = ½) over the check-ins sent; None without any."""
@@ -73,7 +74,15 @@ class ProgressReport:
             label = f"🏁 Reached: {data.next_milestone.title}"
             buttons = [[Button(label[:60], "milestone", data.next_milestone.id)]]
         reply = Reply(paras=[Para("📈 Your progress\n" + "\n".join(lines), heading=True)], buttons=buttons)
-        return [reply], weekly_chart(rates)
+        return [reply], await render_chart(self.chart_spec(data))
+
+    @staticmethod
+    def chart_spec(data: Progress) -> ChartSpec:
+        """What the /progress chart shows of `data`."""
+        upcoming = data.next_milestone
+        mondays = [week[0] for week in data.weeks]
+        return ChartSpec(goal=data.goal, weeks=list(zip(mondays, data.rates(), strict=True)), streak=data.streak,
+                         milestone=None if upcoming is None else (upcoming.title, upcoming.target_date))
 
     async def read(self, session: Any, user: User, weeks: int) -> Progress:
         """The user's progress over the last `weeks` weeks (in their zone)."""
@@ -92,11 +101,13 @@ class ProgressReport:
             sent = sum(1 for s in sends if monday <= s.due_at.astimezone(zone).date() <= sunday)
             table.append((monday, *_count(inside), sent))
         milestones: list[Milestone] = []
+        goal: Goal | None = None
         plan: Plan | None = None
         if user.active_goal_id is not None:
-            plan = await goals.current_plan(session=session, goal_id=user.active_goal_id)
+            goal, plan, _resolution = await goals.goal_context(session=session, goal_id=user.active_goal_id,
+                                                     user_id=user.id or 0)
             milestones = await goals.milestones(session=session, plan_id=plan.id or 0) if plan else []
         upcoming = next((m for m in milestones if m.reached_at is None), None)
         return Progress(streak=await self.core.streak(session, user.id or 0), weeks=table,
                         reached=sum(1 for m in milestones if m.reached_at), milestones=len(milestones),
-                        next_milestone=upcoming)
+                        next_milestone=upcoming, goal=goal.text if goal is not None else None)
