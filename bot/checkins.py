@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from telegram import Bot, Update
-from telegram.constants import ParseMode
+from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError, TelegramError
 from telegram.ext import ApplicationHandlerStop, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
@@ -63,6 +63,10 @@ async def quiet(update: Update, context: ReinContext) -> None:
 async def progress(update: Update, context: ReinContext) -> None:
     """/progress: streak, weeks and milestones, with a chart of the last 8 weeks as a photo."""
     who = speaker(update)
+    try:  # drawing takes a moment (the first chart of a process seconds: matplotlib loads); say a photo is coming
+        await context.bot.send_chat_action(who.chat_id, ChatAction.UPLOAD_PHOTO)
+    except TelegramError:
+        logger.info("bot.chat_action_failed")
     replies, png = await context.services.checkins.progress.progress(who)
     caption = render.render(replies[0], limit=1000)[0]
     await context.bot.send_photo(who.chat_id, photo=png, caption=caption, parse_mode=ParseMode.HTML,

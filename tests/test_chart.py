@@ -142,8 +142,8 @@ async def ck(bot_api, gemini, sqlite_url) -> AsyncIterator[Harness]:
 
 
 async def test_progress_sends_the_chart_as_a_photo(ck: Harness) -> None:
-    """/progress over the loopback Bot API: one photo, the chart as a PNG of the size, streak and counts in the
-    caption."""
+    """/progress over the loopback Bot API: "sending a photo" shows while the chart is drawn, then one photo, the
+    chart as a PNG of the size, streak and counts in the caption."""
     clock = clock_at(ck, local("Europe/Berlin", 2026, 11, 28, 9, 0))
     await accept_plan(ck, ANN)
     await set_up(ck, ANN, "Europe/Berlin", "08:00")
@@ -151,7 +151,9 @@ async def test_progress_sends_the_chart_as_a_photo(ck: Harness) -> None:
         month = 11 if day > 2 else 12
         await tick(ck, clock, local("Europe/Berlin", 2026, month, day, 8, 0))
         await ck.press(ANN, checkins_in(ck, ANN)[-1], label)
+    assert "upload_photo" not in ck.bot_api.chat_actions(ANN)
     [photo] = await ck.say(ANN, "/progress")
+    assert ck.bot_api.chat_actions(ANN)[-1] == "upload_photo"
     assert photo.kind == "photo" and photo.file is not None
     assert "Your progress" in (photo.caption or "") and "Streak: 3 check-ins in a row" in (photo.caption or "")
     assert "This week: 2 done · 1 partly · 0 missed (of 3 check-ins)" in (photo.caption or "")
