@@ -166,7 +166,8 @@ async def create_services(settings: Settings, *, locks: UserLocks, metrics: Metr
     care = Care(db=db, steps=steps, core=core, gentle_hours=settings.care_gentle_hours)
     conversation = Conversation(db=db, steps=steps, planning=planning, coaching=coaching, memory=memory,
                                 ratings=ratings, care=care, classify=settings.safety_classifier,
-                                classify_timeout_s=settings.safety_classify_timeout_s)
+                                classify_timeout_s=settings.safety_classify_timeout_s,
+                                max_messages_per_day=settings.max_messages_per_day)
     checkins = Checkins(core=core, prefs=Preferences(core), answers=CheckinAnswers(core),
                         progress=ProgressReport(core), dispatch=Dispatch(core))
     judge = Judge(db=db, steps=steps, sample_rate=settings.judge_sample_rate, enabled=settings.judge_enabled)

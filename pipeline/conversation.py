@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pipeline import safety, speaker, texts
+from pipeline import limits, safety, speaker, texts
 from pipeline.care import Care
 from pipeline.care_texts import catalog_code
 from pipeline.coaching import Coaching, CoachingInputs
@@ -57,8 +57,10 @@ class Conversation:
     """Routes texts and the step buttons (Skip, Regenerate, Try again) to planning and coaching."""
 
     def __init__(self, *, db: Database, steps: Steps, planning: Planning, coaching: Coaching, memory: Memory,
-                 ratings: Ratings, care: Care, classify: bool = True, classify_timeout_s: float = 8.0) -> None:
+                 ratings: Ratings, care: Care, classify: bool = True, classify_timeout_s: float = 8.0,
+                 max_messages_per_day: int = 500) -> None:
         self.db = db
+        self.max_messages_per_day = max_messages_per_day  # texts stored per user per UTC day (`pipeline.limits`)
         self.care = care
         self.classify = classify  # layer 2 (the model's risk classification) beside every LLM reply to a text
         self.classify_timeout_s = classify_timeout_s
@@ -77,9 +79,11 @@ class Conversation:
             return [Reply.plain(texts.WELCOME), Reply.plain(texts.ASK_GOAL)]
         return [Reply.plain(f"Welcome back! {texts.stage_hint(stage)}")]
 
-    async def on_text(self, who: Speaker, text: str, *, answers: Answers | None = None) -> list[Reply]:
+    async def on_text(self, who: Speaker, text: str, *, answers: Answers | None = None,
+                      counted: bool = False) -> list[Reply]:
         """A text message: stored first, then answered according to the user's stage. `answers` takes a text
-        that answers what a check-in asked (the user's read says whether one waits)."""
+        that answers what a check-in asked (the user's read says whether one waits). Past the day's cap on stored
+        texts nothing is stored or asked of the model (`counted`: this text was counted already)."""
         text = clean_text(text)
         if not text:
             return [Reply.plain("That message was empty. Write me a few words and I'll answer.")]
@@ -88,12 +92,18 @@ class Conversation:
             return await self.care.screened(who, text, hit)
         async with self._admission, self.db.session() as session:
             user, awaiting = await speaker.load_awaiting(session, who)
+            admission = limits.Admission.STORE if counted else limits.admit(user, self.max_messages_per_day)
+            if admission is not limits.Admission.STORE:
+                session.add(user)
+                logger.info("coach.over_daily_cap notified=%s", admission is limits.Admission.NOTIFY)
+                notice = limits.over_cap_notice(self.max_messages_per_day)
+                return [notice] if admission is limits.Admission.NOTIFY else []
             handover = answers is not None and awaiting is not None
             stored = None if handover else await self._store_text(session, who, user, text)
         if stored is None:  # rare: a check-in asked this user something
             assert answers is not None
             taken = await answers(who, text)
-            return taken if taken is not None else await self.on_text(who, text)
+            return taken if taken is not None else await self.on_text(who, text, counted=True)
         if isinstance(stored, list):
             return stored
         user, turn, inputs = stored

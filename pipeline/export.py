@@ -26,7 +26,7 @@ class ExportWriter:
         self._size = 0
         self._section: str | None = None  # the list section open in the current document
         self._items = 0  # items of that section in the current document
-        self._header = 0  # the size of an empty document
+        self._filled = False  # the current document holds a value or a row
 
     def value(self, key: str, value: Any) -> None:
         """A section that is one value (the user's row, a summary)."""
@@ -34,6 +34,7 @@ class ExportWriter:
         encoded = _encode(value)
         self._fit(len(key) + len(encoded) + 8)
         self._write(b', "%s": ' % _key(key) + encoded)
+        self._filled = True
 
     def rows(self, key: str, rows: list[dict[str, Any]]) -> None:
         """The next rows of a list section (call again with more rows of the same section)."""
@@ -43,11 +44,12 @@ class ExportWriter:
             self._open_section(key)
         for row in rows:
             encoded = _encode(row)
-            if self._items and self._size + len(encoded) + 1 + len(CLOSING) > self.part_bytes:
+            if self._filled and self._size + len(encoded) + 1 + len(CLOSING) > self.part_bytes:
                 self._close_part()
                 self._open_section(key)
             self._write((b"," if self._items else b"") + encoded)
             self._items += 1
+            self._filled = True
 
     def close(self) -> list[Path]:
         """Finish the last document; the documents, in order (one is named `<stem>.json`)."""
@@ -67,7 +69,7 @@ class ExportWriter:
         """Start a new document when `size` more bytes would not fit in this one (unless it is still empty)."""
         if self._file is None:
             self._open_part()
-        elif self._size + size + len(CLOSING) > self.part_bytes and self._size > self._header:
+        elif self._size + size + len(CLOSING) > self.part_bytes and self._filled:
             self._close_part()
             self._open_part()
 
@@ -87,7 +89,7 @@ class ExportWriter:
         self._file = path.open("wb")
         self._size = 0
         self._write(b'{"part": %d' % len(self.parts))
-        self._header = self._size
+        self._filled = False
 
     def _close_part(self) -> None:
         self._close_section()
