@@ -174,6 +174,39 @@ async def test_an_audio_file_is_heard_by_its_format_not_its_label(harness: Harne
     assert reply.text.startswith("Coach: [audio] Birdsong")
 
 
+# ----- photos -------------------------------------------------------------------------------------
+
+
+async def test_a_photo_is_seen_in_its_largest_size_and_stored_as_one_line(db_harness: Harness, sqlite_url: str,
+                                                                           database_url: str) -> None:
+    """A photo with a caption: the largest size is fetched, reaches Gemini as image/jpeg, is stored as
+    "[photo] <description> — <caption>" and answered by the coach; its bytes are nowhere in the database
+    (SQLite and PostgreSQL)."""
+    h = db_harness
+    await to_coaching(h, ANN)
+    h.gemini.queue(heard("", "A training log: 3 runs,\n14 km in total"))
+    sent = {}
+
+    def send() -> None:
+        sent.update(h.bot_api.user_sends_photo(ANN, JPEG, caption="my week", width=1280, height=960))
+
+    [reply] = await sends(h, ANN, send)
+    sizes = sent["message"]["photo"]
+    assert len(sizes) > 1
+    assert [c["params"]["file_id"] for c in h.bot_api.calls_to("getFile")] == [sizes[-1]["file_id"]]
+    assert inline_parts(media_requests(h)[0]) == [{"mimeType": "image/jpeg", "data": JPEG}]
+    line = "[photo] A training log: 3 runs, 14 km in total — my week"
+    assert (await user_turns(h, ANN))[-1] == line
+    assert reply.text == f"Coach: {line}" and reply.buttons()
+    stored = json.dumps(await user_snapshot(h, ANN), ensure_ascii=False)
+    assert not any(encoded(JPEG, n) in stored for n in (0, 1, 2))
+    if database_url == sqlite_url:
+        await h.services.db.dispose()
+        path = Path(sqlite_url.split("///", 1)[1])
+        raw = b"".join(p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists())
+        assert JPEG[200:260] not in raw and encoded(JPEG, 0).encode() not in raw
+
+
 # ----- traces -------------------------------------------------------------------------------------
 
 
@@ -225,3 +258,103 @@ def test_a_turn_is_the_words_or_one_line_with_the_caption() -> None:
     assert media.turn_text("voice", MediaReading(words=" hi ", description="x"), "") == "hi"
     photo = media.turn_text("photo", MediaReading(words="", description="A plate\nof pasta  " + "x" * 400), "lunch")
     assert photo.startswith("[photo] A plate of pasta x") and photo.endswith("… — lunch") and "\n" not in photo
+
+
+# ----- what is refused, and nothing is lost --------------------------------------------------------
+
+
+async def refused(h: Harness, send: Any) -> str:
+    """Send media as a user who has a goal; return the one answer, checking nothing stored changed (but the
+    tokens an understanding spent) and no coaching call was made."""
+
+    async def stored() -> dict[str, Any]:
+        data = await user_snapshot(h, ANN)
+        data.pop("llm_usage", None)
+        return data
+
+    before = await stored()
+    calls = len(h.gemini.requests)
+    [answer] = await sends(h, ANN, send)
+    await h.settled()
+    assert await stored() == before, "nothing stored is lost or added"
+    assert len([r for r in h.gemini.requests[calls:] if r.system != prompts.MEDIA.text]) == 0, "no coaching"
+    return str(answer.text)
+
+
+async def test_a_recording_over_ten_minutes_is_refused_before_download(harness: Harness) -> None:
+    """A 601-second voice note gets "up to 10 minutes" without a getFile or a Gemini call."""
+    await harness.say(ANN, "/start", expect=2)
+    text = await refused(harness, lambda: harness.bot_api.user_sends_voice(ANN, VOICE, duration=601))
+    assert "too long" in text and "10 minutes" in text
+    assert harness.bot_api.calls_to("getFile") == [] and media_requests(harness) == []
+
+
+async def test_a_file_over_the_size_limit_is_refused_before_download(bot_api, gemini, sqlite_url) -> None:
+    """With MEDIA_MAX_BYTES=1000 a 2 kB voice note and a 1.2 kB photo are refused as too large, never fetched."""
+    app = await start_bot(make_settings(bot_api, gemini, sqlite_url, media_max_bytes=1000))
+    h = Harness(app, bot_api, gemini)
+    try:
+        await h.say(ANN, "/start", expect=2)
+        assert "too large" in await refused(h, lambda: bot_api.user_sends_voice(ANN, VOICE))
+        assert "too large" in await refused(h, lambda: bot_api.user_sends_photo(ANN, JPEG))
+        assert bot_api.calls_to("getFile") == [] and media_requests(h) == []
+    finally:
+        await stop_bot(app)
+
+
+VIDEO_NOTE = {"video_note": {"file_id": "DQACAgIAAxkBnote0001", "file_unique_id": "AgADnote1", "length": 240,
+                             "duration": 4, "file_size": 90000}}
+VIDEO = {"video": {"file_id": "BAACAgIAAxkBvideo0002", "file_unique_id": "AgADvid2", "width": 640, "height": 360,
+                   "duration": 5}}
+
+
+@pytest.mark.parametrize("kind", ["sticker", "video_note", "video", "document"])
+async def test_kinds_rein_cannot_take_in_get_what_works(harness: Harness, kind: str) -> None:
+    """A sticker, a video note, a video or a document gets the note of what works, with nothing fetched."""
+    await harness.say(ANN, "/start", expect=2)
+    api = harness.bot_api
+    fields = {"sticker": {"sticker": api.sticker()}, "video_note": VIDEO_NOTE, "video": VIDEO,
+              "document": {"document": api.document()}}[kind]
+    text = await refused(harness, lambda: api.user_sends_message(ANN, fields))
+    assert text == media.WHAT_WORKS and "voice notes" in text and "photos" in text
+    assert api.calls_to("getFile") == []
+
+
+async def test_a_file_that_is_no_sound_gets_what_works_without_a_model_call(harness: Harness) -> None:
+    """An "audio" file whose bytes are a PDF is fetched, found to be no sound, and refused without Gemini."""
+    await harness.say(ANN, "/start", expect=2)
+    text = await refused(harness, lambda: harness.bot_api.user_sends_audio(ANN, b"%PDF-1.7 not a song"))
+    assert text == media.WHAT_WORKS and media_requests(harness) == []
+
+
+@pytest.mark.parametrize("failure", ["refused", "dropped"])
+async def test_a_failed_download_gets_a_clear_message_and_the_bot_goes_on(harness: Harness, failure: str) -> None:
+    """getFile answering 400, or its connection dropped, gets "couldn't fetch"; the next text is answered."""
+    await harness.say(ANN, "/start", expect=2)
+    if failure == "refused":
+        harness.bot_api.fail_next("getFile", 400, "Bad Request: file is too big")
+    else:
+        harness.bot_api.drop_next("getFile")
+    text = await refused(harness, lambda: harness.bot_api.user_sends_voice(ANN, VOICE))
+    assert "couldn't fetch that file" in text and media_requests(harness) == []
+    assert (await harness.say(ANN, "Run a 10k"))[0].text == "Sample question"
+
+
+async def test_a_voice_note_without_words_is_not_stored(harness: Harness) -> None:
+    """When the model hears no words, the user is asked to record again and nothing is stored."""
+    await harness.say(ANN, "/start", expect=2)
+    harness.gemini.queue(heard("", "Wind noise"))
+    assert "couldn't make out any words" in await refused(harness, lambda: harness.bot_api.user_sends_voice(ANN, VOICE))
+
+
+async def test_a_failed_understanding_gets_a_clear_message(harness: Harness) -> None:
+    """Gemini down while listening: a clear message, nothing stored, and the next voice note works."""
+    from tests.fakes.gemini import Fault
+
+    await harness.say(ANN, "/start", expect=2)
+    harness.gemini.fail_always = Fault.status(503)
+    assert "couldn't take that in" in await refused(harness, lambda: harness.bot_api.user_sends_voice(ANN, VOICE))
+    harness.gemini.fail_always = None
+    harness.gemini.queue(heard())
+    await sends(harness, ANN, lambda: harness.bot_api.user_sends_voice(ANN, VOICE))
+    assert await user_turns(harness, ANN) == [WORDS]
