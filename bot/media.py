@@ -69,6 +69,9 @@ async def received(update: Update, context: ReinContext) -> None:
         refused = svc.media.refusal(incoming)
         if refused is not None:
             return [refused]
+        capped = await svc.conversation.over_daily_cap(who)  # past MAX_MESSAGES_PER_DAY nothing reaches the model
+        if capped is not None:
+            return capped
         data = await download(context.bot, file_id)
         if data is None:
             return [media.not_downloaded()]

@@ -109,6 +109,19 @@ class Conversation:
         user, turn, inputs = stored
         return await self._answer(who, user, turn, inputs)
 
+    async def over_daily_cap(self, who: Speaker) -> list[Reply] | None:
+        """For what must not even be read past the day's cap (a voice note or photo the model would transcribe): the
+        notice (once) or nothing when the user is at the cap, counting it; None when there is room (`on_text`
+        counts the text then)."""
+        async with self.db.session() as session:
+            user = await speaker.load(session, who)
+            today = limits.today()
+            if user.messages_day != today or user.messages_today < self.max_messages_per_day:
+                return None
+            admission = limits.admit(user, self.max_messages_per_day, today)
+            session.add(user)
+        return [limits.over_cap_notice(self.max_messages_per_day)] if admission is limits.Admission.NOTIFY else []
+
     async def retry(self, who: Speaker, turn_id: int) -> list[Reply]:
         """The "Try again" button: finish an unanswered turn, if it is still the newest."""
         async with self.db.session() as session:

@@ -23,12 +23,17 @@ class Admission(Enum):
     DROP = "drop"  # over the cap, already told: store nothing, answer nothing
 
 
-def admit(user: User, cap: int, today: date | None = None) -> Admission:
+def today() -> date:
+    """The day the cap counts (UTC)."""
+    return datetime.now(UTC).date()
+
+
+def admit(user: User, cap: int, day: date | None = None) -> Admission:
     """Count one more text of the user's UTC day against `cap` (the row is changed; the caller's session stores
     it)."""
-    today = today or datetime.now(UTC).date()
-    if user.messages_day != today:
-        user.messages_day, user.messages_today = today, 0
+    day = day or today()
+    if user.messages_day != day:
+        user.messages_day, user.messages_today = day, 0
     if user.messages_today < cap:
         user.messages_today += 1
         return Admission.STORE

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 from sqlalchemy import func, select, update
 
@@ -27,6 +28,7 @@ from storage.db import Database
 from storage.models import CheckinSend, Turn, User
 from tests.conftest import TOKEN, Harness, make_settings, start_bot, stop_bot
 
+VOICE = (Path(__file__).parent / "data" / "voice.ogg").read_bytes()
 ANN = 9401
 BOB = 9402
 
@@ -54,8 +56,9 @@ async def user_texts(h: Harness, telegram_id: int) -> int:
 
 async def test_texts_past_the_daily_cap_get_one_notice_and_reach_neither_storage_nor_the_model(
         bot_api, gemini, database_url) -> None:
-    """MAX_MESSAGES_PER_DAY=4: the goal and three coaching texts are answered; the fifth gets one notice, the sixth
-    nothing, neither is stored or sent to Gemini; another user is unaffected; the next day the count starts over."""
+    """MAX_MESSAGES_PER_DAY=4: the goal and three coaching texts are answered; the fifth gets one notice, a sixth
+    text and a voice note nothing, none is stored or sent to Gemini; another user is unaffected; the next day the
+    count starts over."""
     app = await start_bot(make_settings(bot_api, gemini, database_url, max_messages_per_day=4))
     h = Harness(app, bot_api, gemini)
     try:
@@ -66,6 +69,7 @@ async def test_texts_past_the_daily_cap_get_one_notice_and_reach_neither_storage
         notice = (await h.say(ANN, "Ran 4 km"))[0]
         assert "4 messages today" in notice.text and "tomorrow" in notice.text
         bot_api.user_sends(ANN, "Are you there?")
+        bot_api.user_sends_voice(ANN, VOICE, duration=1)  # not even heard by the model
         await h.settled()
         assert bot_api.messages(ANN)[-1].text == notice.text
         assert len(gemini.requests) == asked
