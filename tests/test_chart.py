@@ -152,7 +152,7 @@ async def test_progress_sends_the_chart_as_a_photo(ck: Harness) -> None:
         await tick(ck, clock, local("Europe/Berlin", 2026, month, day, 8, 0))
         await ck.press(ANN, checkins_in(ck, ANN)[-1], label)
     assert "upload_photo" not in ck.bot_api.chat_actions(ANN)
-    [photo] = await ck.say(ANN, "/progress")
+    [photo] = await ck.say(ANN, "/progress", timeout=30)
     assert ck.bot_api.chat_actions(ANN)[-1] == "upload_photo"
     assert photo.kind == "photo" and photo.file is not None
     assert "Your progress" in (photo.caption or "") and "Streak: 3 check-ins in a row" in (photo.caption or "")

@@ -104,9 +104,10 @@ async def test_commands_never_show_one_user_another_users_data(harness: Harness)
     ann_marks = ["ZQX", ANN_NAME, str(ANN), ann.opaque_id, ann.thread_id]
     for command in ("/start", "/plan", "/goal", "/export", "/progress", "/checkin", "/cancel", "/delete", "/help"):
         h.bot_api.user_sends(BOB, command)
-    await h.bot_api.wait_for(lambda: h.bot_api.pending_updates == 0)
-    await h.bot_api.wait_for(lambda: len(h.services.locks) == 0)
-    await h.settled()
+    # /progress draws the process's first chart: matplotlib loads first (seconds on a busy machine)
+    await h.bot_api.wait_for(lambda: h.bot_api.pending_updates == 0, timeout=30)
+    await h.bot_api.wait_for(lambda: len(h.services.locks) == 0, timeout=30)
+    await h.settled(timeout=30)
     shown = []
     for message in h.bot_api.messages(BOB):
         shown += [message.text or "", message.caption or "", (message.file or b"").decode("utf-8", "replace")]
