@@ -25,6 +25,7 @@ from telegram.request import HTTPXRequest
 from bot import admin, handlers, media, render, texts
 from bot import checkins as checkin_bot
 from bot.context import CONTEXT_TYPES, ReinApp, ReinContext
+from bot.drafts import Drafts
 from bot.metrics import Metrics
 from bot.ordering import PerUserOrder, UserLocks
 from bot.replying import answer_query, send_replies
@@ -136,6 +137,7 @@ def _post_init(settings: Settings, order: PerUserOrder) -> Callable[[ReinApp], C
         metrics = Metrics()
         svc = await create_services(settings, locks=order.locks, metrics=metrics)
         app.bot_data.services = svc
+        app.bot_data.drafts = Drafts(app.bot, interval_s=settings.draft_interval_s, enabled=settings.streaming)
         metrics.track_queue(app.update_queue.qsize)
         checkin_bot.start_scheduler(svc, app.bot)
         await svc.start_leadership()

@@ -7,6 +7,7 @@ from typing import Any
 from telegram import InlineKeyboardMarkup
 from telegram.ext import Application, CallbackContext, ContextTypes, ExtBot
 
+from bot.drafts import Drafts
 from bot.services import Services
 
 
@@ -15,6 +16,7 @@ class BotData:
 
     def __init__(self) -> None:
         self.services: Services | None = None  # created in post_init
+        self.drafts: Drafts | None = None  # created in post_init (STREAMING)
         # The keyboard each recent message has, as Rein last set it (see `bot.replying.edit_markup`).
         self.markups: dict[tuple[int, int], InlineKeyboardMarkup | None] = {}
         self.groups_told: set[int] = set()  # groups already told that Rein coaches one-to-one

@@ -5,6 +5,7 @@ Each user's updates reach these one at a time, in order (`bot.ordering`): no han
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
@@ -35,13 +36,28 @@ def speaker(update: Update) -> Speaker:
 
 
 async def run_turn(update: Update, context: ReinContext, work: Work, *, compact: bool = False) -> None:
-    """One call of the coach for the speaker, with the typing indicator; then the replies, then the judge."""
+    """One call of the coach for the speaker, its reply shown in a draft while it is written (else the typing
+    indicator); then the replies, then the judge."""
     who = speaker(update)
     svc = context.services
     started = time.monotonic()
+
+    async def deliver(early: list[Reply]) -> None:  # replies a step sends before it ends (the resolution)
+        await send_replies(context.bot, who.chat_id, early)
+        judge_later(svc, early)
+
+    drafts = context.bot_data.drafts
+    chat = drafts.for_chat(who.chat_id, deliver) if drafts is not None else None
+    if chat is not None:
+        who = dataclasses.replace(who, drafts=chat)
     async with svc.metrics.turn():
-        async with typing(context.bot, who.chat_id, svc.settings.typing_delay_s):
-            replies = await work(svc, who)
+        async with typing(context.bot, who.chat_id, svc.settings.typing_delay_s,
+                          (lambda: chat.showing) if chat is not None else None):
+            try:
+                replies = await work(svc, who)
+            finally:
+                if chat is not None:
+                    await chat.close()
         try:
             await send_replies(context.bot, who.chat_id, replies)
         except Forbidden:
@@ -52,6 +68,11 @@ async def run_turn(update: Update, context: ReinContext, work: Work, *, compact:
         logger.info("bot.turn replies=%d ms=%d", len(replies), (time.monotonic() - started) * 1000)
         if compact:
             await svc.memory.compact(who)
+    judge_later(svc, replies)
+
+
+def judge_later(svc: Services, replies: list[Reply]) -> None:
+    """The judge scores the sent replies it wants, in the background."""
     judged = [r.turn_id for r in replies if r.turn_id is not None and not r.judged and svc.judge.wants(r.kind)]
     if judged:
         svc.background(svc.judge.judge_turns(judged))

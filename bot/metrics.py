@@ -9,12 +9,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from pipeline.llm import Request
-
+R = TypeVar("R")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _TURN_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
 _LLM_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
@@ -90,10 +89,12 @@ class Metrics:
 
         return counted
 
-    def instrument_genai(self, request: Request) -> Request:
-        """Time every Gemini request (the LLM adapter's one request function) and count failures by type."""
+    def instrument_genai(self, request: Callable[[list[Any], Any], Awaitable[R]]) -> Callable[[list[Any], Any],
+                                                                                          Awaitable[R]]:
+        """Time every Gemini request (the LLM adapter's request function; for a streamed answer, its opening up to
+        the first chunk) and count failures by type."""
 
-        async def timed(contents: list[Any], config: Any) -> Any:
+        async def timed(contents: list[Any], config: Any) -> R:
             started = time.perf_counter()
             try:
                 response = await request(contents, config)

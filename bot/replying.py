@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from telegram import Bot, CallbackQuery, InlineKeyboardMarkup, Message
 from telegram.constants import ChatAction, ParseMode
@@ -58,15 +58,18 @@ async def send_message(bot: Bot, chat_id: int, text: str, markup: InlineKeyboard
 
 
 @contextlib.asynccontextmanager
-async def typing(bot: Bot, chat_id: int, delay_s: float) -> AsyncIterator[None]:
+async def typing(bot: Bot, chat_id: int, delay_s: float,
+                 drafting: Callable[[], bool] | None = None) -> AsyncIterator[None]:
     """Show "typing…" until the block ends (Telegram clears it after about 5 s, so it is renewed). It starts
-    after `delay_s`: an answer faster than that needs no indicator, and saves a call."""
+    after `delay_s`: an answer faster than that needs no indicator, and saves a call. While `drafting()` says a
+    draft is on screen, none is needed either."""
 
     async def keep_typing() -> None:
         await asyncio.sleep(delay_s)
         while True:
-            with contextlib.suppress(TelegramError):
-                await bot.send_chat_action(chat_id, ChatAction.TYPING)
+            if drafting is None or not drafting():
+                with contextlib.suppress(TelegramError):
+                    await bot.send_chat_action(chat_id, ChatAction.TYPING)
             await asyncio.sleep(4.5)
 
     task = asyncio.create_task(keep_typing())

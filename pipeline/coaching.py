@@ -16,6 +16,7 @@ from pipeline.guard import OutputGuard
 from pipeline.llm import LLMError, model_content, user_content
 from pipeline.replies import Reply
 from pipeline.steps import Step
+from pipeline.streaming import DraftSink
 from storage import checkins as checkin_store
 from storage import goals, turns
 from storage.db import Database
@@ -74,8 +75,10 @@ class Coaching:
         return CoachingInputs(user=user, goal=goal, plan=plan, resolution=resolution, milestones=milestones,
                               progress=progress, history=window[-self.history_turns:], backlog=backlog)
 
-    async def reply(self, step: Step, turn: Turn, inputs: CoachingInputs) -> list[Reply]:
-        """Answer `turn` (stored already) and store the answer, in one transaction with the step's usage."""
+    async def reply(self, step: Step, turn: Turn, inputs: CoachingInputs,
+                    drafts: DraftSink | None = None) -> list[Reply]:
+        """Answer `turn` (stored already) and store the answer, in one transaction with the step's usage; with
+        `drafts`, the answer is shown there while it is written."""
         user = inputs.user
         history = inputs.history
         if not history or (history[-1].id or 0) < (turn.id or 0):  # read before the message was stored
@@ -84,7 +87,8 @@ class Coaching:
                                          user.summary, inputs.progress)
         contents = [*context_contents(context), *views.history_contents(history, upto=turn)]
         system = prompts.coach_system(gentle=gentle(user))
-        text = self.guard.check(await step.text(system=system, contents=contents), user=user.opaque_id)
+        text = self.guard.check(await step.text(system=system, contents=contents, drafts=drafts, guard=self.guard),
+                                user=user.opaque_id)
         async with self.db.session() as session:  # the user row read above is current: this turn holds its lock
             written = await turns.add_turn(session=session, user=user, role="coach", kind="coaching", text=text,
                                            trace_id=step.trace_id)

@@ -186,7 +186,7 @@ class Conversation:
                 read = inputs if inputs is not None else await self.coaching.inputs_for(user)
                 if read.backlog:
                     self.memory.note_backlog(who)
-                return await self.coaching.reply(step, turn, read)
+                return await self.coaching.reply(step, turn, read, drafts=who.drafts)
             step = coach
         else:
             step = self.planning.make_plan if turn.kind == "adjust" else self.planning.clarify

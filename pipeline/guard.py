@@ -50,6 +50,16 @@ class OutputGuard:
         """True if `text` repeats `words` consecutive words of a system prompt."""
         return not self._shingles.isdisjoint(_shingles(_words(text), self.words))
 
+    def safe_prefix(self, text: str) -> str | None:
+        """The part of a text still being written that may be shown now: all but its last `words - 1` words (a
+        run being completed could still turn out to leak), or None once the text so far leaks."""
+        if self.leaks(text):
+            return None
+        starts = [match.start() for match in _WORD.finditer(text)]
+        if len(starts) < self.words:
+            return ""
+        return text[:starts[len(starts) - self.words + 1]]
+
     def check(self, text: str, *, user: str = "") -> str:
         """The text itself, or the refusal when it leaks a system prompt."""
         if not self.leaks(text):

@@ -1,7 +1,9 @@
 """From a goal to an accepted plan: clarifying questions, the resolution, the plan and its review.
 
 The LLM steps (`clarify`, `make_plan`) run outside database sessions; everything the user said was
-stored before they run, so a failure loses nothing and "Try again" finishes the turn.
+stored before they run, so a failure loses nothing and "Try again" finishes the turn. When a chat waits (the
+speaker's draft sink), each step shows a status line at once, and a new resolution is stored and sent as soon as
+it is written, before the plan is; a plan that then fails leaves it in place, and "Try again" writes the plan.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipeline import drafting, prompts, speaker, texts, views
 from pipeline.guard import OutputGuard
+from pipeline.i18n import N_, _
 from pipeline.judge import Score
 from pipeline.llm import LLMError, user_content
 from pipeline.replies import Button, Para, Reply
@@ -22,13 +25,16 @@ from pipeline.speaker import Speaker
 from pipeline.steps import Step
 from storage import goals, turns
 from storage.db import Database
-from storage.models import Goal, Judgement, Stage, Turn, User
+from storage.models import Goal, Judgement, Resolution, Stage, Turn, User
 
 ACCEPTED = ("Plan accepted. 🎉 From now on, tell me how it's going, ask for advice, or report what you did, and "
             "I'll coach you with your plan in mind. /plan shows it any time.")
 ASK_CHANGE = ("What would you like to change? Write it in your own words, e.g. \"I can only train on weekends\" "
               "or \"make the deadline June\".")
 SKIP = "Skip, make my plan"
+THINKING = N_("Thinking about your goal…")
+WRITING_RESOLUTION = N_("Writing your resolution…")
+DRAFTING_PLAN = N_("Drafting your plan…")
 
 
 async def active_goal(session: AsyncSession, user: User) -> Goal:
@@ -62,6 +68,7 @@ class Planning:
             rounds = user.clarify_rounds
         if rounds >= self.max_clarify_rounds:
             return await self.make_plan(who, step, turn)
+        _status(who, THINKING)
         decision = await step.structured(ClarifyDecision, system=prompts.CLARIFY.text,
                                          contents=[user_content(views.goal_brief(goal))], temperature=0.3)
         question = self.guard.check(decision.question.strip(), user=user.opaque_id)
@@ -87,8 +94,13 @@ class Planning:
             old_milestones = await goals.milestones(session=session, plan_id=previous.id or 0) if previous else []
         today = date.today()
         draft: ResolutionDraft | None = None
+        sent: Resolution | None = None  # the resolution already stored and sent, before the plan
         if resolution is None:
+            _status(who, WRITING_RESOLUTION)
             draft = await drafting.write_resolution(step, f"Today is {today}.\n{views.goal_brief(goal)}", today)
+            if who.drafts is not None:
+                sent = await self._send_resolution(who, step, draft)
+        _status(who, DRAFTING_PLAN)
         request = f"Today is {today}.\n{views.goal_brief(goal)}\n"
         if resolution is not None:
             request += "\n" + views.resolution_brief(resolution)
@@ -114,16 +126,10 @@ class Planning:
         async with self.db.session() as session:
             user = await speaker.load(session, who)
             goal = await active_goal(session, user)
-            if draft is not None:
-                resolution = await goals.save_resolution(session=session, goal=goal, fields={
-                    "statement": draft.statement, "why": draft.why, "metric": draft.success_metric,
-                    "deadline": date.fromisoformat(draft.deadline_date), "strategy": draft.strategy,
-                    "weekly_minutes": draft.weekly_minutes or None, "safety_note": draft.safety_note.strip(),
-                    "trace_id": step.trace_id})
-                shown = views.resolution_reply(resolution)
-                written = await turns.add_turn(session=session, user=user, role="coach", kind="resolution",
-                                               text=shown.text, trace_id=step.trace_id)
-                shown.turn_id = written.id
+            if sent is not None:
+                resolution = sent
+            elif draft is not None:
+                resolution, shown = await _store_resolution(session, goal, user, draft, step)
                 replies.append(shown)
             plan = await goals.save_plan(
                 session=session, goal=goal, resolution=resolution, summary=plan_draft.summary,
@@ -142,6 +148,18 @@ class Planning:
             await _mark_answered(session, turn)
         replies.append(reply)
         return replies
+
+    async def _send_resolution(self, who: Speaker, step: Step, draft: ResolutionDraft) -> Resolution:
+        """Store a new resolution and send it at once (the plan is still to be written)."""
+        if self.guard.leaks(draft.model_dump_json()):
+            raise LLMError("invalid", "the draft repeats a system prompt")
+        async with self.db.session() as session:
+            user = await speaker.load(session, who)
+            goal = await active_goal(session, user)
+            resolution, shown = await _store_resolution(session, goal, user, draft, step)
+        assert who.drafts is not None
+        await who.drafts.send([shown])
+        return resolution
 
     # ----- commands and buttons -----------------------------------------------------------------
 
@@ -270,6 +288,27 @@ class Planning:
         question = await turns.latest_coach_turn(session=session, user_id=user.id or 0, kind="question")
         goal.clarifications = [*goal.clarifications, {"q": question.text if question else "", "a": text}]
         session.add(goal)
+
+
+def _status(who: Speaker, message: str) -> None:
+    """A status line in the chat's draft while a structured step works (when a chat waits)."""
+    if who.drafts is not None:
+        who.drafts.status(_(message))
+
+
+async def _store_resolution(session: AsyncSession, goal: Goal, user: User, draft: ResolutionDraft,
+                            step: Step) -> tuple[Resolution, Reply]:
+    """A resolution stored with the coach's turn that shows it; the reply to send."""
+    resolution = await goals.save_resolution(session=session, goal=goal, fields={
+        "statement": draft.statement, "why": draft.why, "metric": draft.success_metric,
+        "deadline": date.fromisoformat(draft.deadline_date), "strategy": draft.strategy,
+        "weekly_minutes": draft.weekly_minutes or None, "safety_note": draft.safety_note.strip(),
+        "trace_id": step.trace_id})
+    shown = views.resolution_reply(resolution)
+    written = await turns.add_turn(session=session, user=user, role="coach", kind="resolution", text=shown.text,
+                                   trace_id=step.trace_id)
+    shown.turn_id = written.id
+    return resolution, shown
 
 
 def _record_scores(session: AsyncSession, step: Step, user: User, written: Turn, scores: list[Score]) -> None:

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     erasure_retry_s: float = Field(60.0, gt=0, description="Seconds between passes erasing a deleted user in Opik")
     erasure_settle_s: float = Field(300.0, ge=0, description="An erasure is confirmed by a search this long after")
     typing_delay_s: float = Field(0.3, ge=0, description="Show typing only when an answer takes longer")
+    streaming: bool = Field(True, description="Show replies in a Telegram draft while they are written")
+    draft_interval_s: float = Field(0.4, ge=0.05, le=10, description="Least time between two drafts in a chat")
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     cpu_affinity: str = Field("off", pattern=r"^(auto|off|\d+(,\d+)*)$",
                               description="auto: one CPU per process; off; or CPU numbers like 0,1")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipeline import logcontext
+from pipeline.streaming import DraftSink
 from storage import users
 from storage.models import User
 
@@ -17,11 +18,13 @@ MAX_INPUT = 4096  # Telegram's own limit: a user's message is stored whole
 
 @dataclass(frozen=True)
 class Speaker:
-    """The Telegram user, their private chat and their client language."""
+    """The Telegram user, their private chat and their client language; `drafts` shows a reply while it is
+    written, when a chat waits for it (streaming on)."""
 
     telegram_id: int
     chat_id: int
     language_code: str | None = None
+    drafts: DraftSink | None = field(default=None, compare=False, repr=False)
 
 
 def clean_text(text: str) -> str:

@@ -3,7 +3,8 @@ reviews, history summaries, the judge and the offline evaluation.
 
 `Steps.run` opens one step: it applies the per-user flood guard when the step answers a user, opens the
 step's trace in the user's Opik thread (or a span, when a trace is already open in the task, as in an
-evaluation), gives every Gemini call its own LLM span with the text, tokens and estimated cost, and stores
+evaluation), gives every Gemini call its own LLM span with the text, tokens and estimated cost (a streamed call
+also its time to the first chunk and its total time), and stores
 the tokens and cost of every call in `llm_usage` (so `/stats` sees all of them). Whatever goes wrong inside
 leaves as an `LLMError` with a kind the user-facing text is chosen by.
 """
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -21,8 +23,10 @@ from google.genai import types
 from pydantic import BaseModel, ValidationError
 
 from pipeline import logcontext
+from pipeline.guard import OutputGuard
 from pipeline.llm import LLM, Answer, LLMError, parse, schema_config, text_config
 from pipeline.ratelimit import SlidingWindow
+from pipeline.streaming import DraftSink, Preview
 from pipeline.tracing import Tracer, TurnTrace
 from storage.db import Database
 from storage.models import LLMUsage
@@ -72,9 +76,13 @@ class Step:
         """The step's Opik trace id (None when tracing is off)."""
         return self.trace.id
 
-    async def text(self, *, system: str, contents: list[types.Content], temperature: float = 0.7) -> str:
-        """A free-text answer (never empty)."""
-        answer = await self._call(contents, text_config(system, temperature), schema=None)
+    async def text(self, *, system: str, contents: list[types.Content], temperature: float = 0.7,
+                   drafts: DraftSink | None = None, guard: OutputGuard | None = None) -> str:
+        """A free-text answer (never empty). With `drafts`, it is streamed and shown there while it is written
+        (only what `guard` passes)."""
+        preview = Preview(drafts, guard) if drafts is not None else None
+        answer = await self._call(contents, text_config(system, temperature), schema=None,
+                                  on_text=preview.feed if preview is not None else None)
         text = answer.text.strip()
         if not text:
             raise LLMError("empty", "no text in the answer")
@@ -104,15 +112,23 @@ class Step:
         self.trace.set_output(output)
 
     async def _call(self, contents: list[types.Content], config: types.GenerateContentConfig, *,
-                    schema: str | None) -> Answer:
+                    schema: str | None, on_text: Callable[[str], None] | None = None) -> Answer:
         llm, tracer = self.steps.llm, self.steps.tracer
         traced = _span_input(contents, config, schema) if tracer.enabled else {}
         with tracer.llm_call(model=llm.model, input=traced) as span:
-            answer = await llm.generate(contents, config)
+            started = time.perf_counter()
+            if on_text is None:
+                answer = await llm.generate(contents, config)
+            else:
+                answer = await llm.stream(contents, config, on_text)
+            metadata: dict[str, Any] = {"finish_reason": answer.finish_reason}
+            if answer.first_chunk_s is not None:
+                metadata.update(streamed=True, time_to_first_chunk_s=round(answer.first_chunk_s, 4),
+                                total_s=round(time.perf_counter() - started, 4))
             usage = answer.usage
             cost = estimate_cost(usage.prompt_tokens, usage.output_tokens, self.steps.prices)
             span.record(answer.text, prompt_tokens=usage.prompt_tokens, output_tokens=usage.output_tokens,
-                        cost_usd=cost, metadata={"finish_reason": answer.finish_reason})
+                        cost_usd=cost, metadata=metadata)
         self._rows.append(LLMUsage(user_id=self.owner.user_id, purpose=self.purpose, model=usage.model,
                                    prompt_tokens=usage.prompt_tokens, output_tokens=usage.output_tokens,
                                    cost_usd=cost))

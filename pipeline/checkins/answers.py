@@ -62,7 +62,7 @@ class CheckinAnswers:
             owner = Owner(user.id, user.opaque_id, user.thread_id, answers=who.telegram_id)
         request = f"My check-in answer: {status}. Streak: {streak} check-ins in a row."
         text, trace_id = await self.core.write("checkin_reply", owner, prompts.CHECKIN_REPLY, context, request,
-                                               FALLBACK_REPLY[status])
+                                               FALLBACK_REPLY[status], drafts=who.drafts)
         async with self.db.session() as session:
             user = await speaker.load(session, who)
             written = await turns.add_turn(session=session, user=user, role="coach", kind="coaching", text=text,

@@ -11,10 +11,12 @@ from zoneinfo import ZoneInfo
 
 from pipeline import prompts, views
 from pipeline.coaching import context_contents
+from pipeline.guard import OutputGuard
 from pipeline.llm import LLMError, user_content
 from pipeline.replies import Reply
 from pipeline.schedule import SUNDAY, describe, format_time, in_quiet, next_occurrence, parse_range, parse_time
 from pipeline.steps import Owner, Steps
+from pipeline.streaming import DraftSink
 from storage import checkins as store
 from storage import goals
 from storage.db import Database
@@ -58,6 +60,7 @@ class CheckinCore:
         self.review_time = parse_time(review_time)
         self.allowed = allowed  # ALLOWED_USER_IDS: nobody else gets a check-in
         self.clock = clock
+        self.guard = OutputGuard()
         self.on_change: Callable[[datetime], None] | None = None  # the scheduler's wake-up
 
     # ----- what Rein waits for from the user ---------------------------------------------------------
@@ -177,14 +180,16 @@ class CheckinCore:
         return context
 
     async def write(self, kind: str, owner: Owner, prompt: prompts.Prompt, context: str, request: str,
-                    fallback: str) -> tuple[str, str | None]:
-        """One text of the coach in its own trace in the user's thread; the fallback text if the LLM fails."""
+                    fallback: str, drafts: DraftSink | None = None) -> tuple[str, str | None]:
+        """One text of the coach in its own trace in the user's thread (through the output guard; with `drafts`,
+        shown there while it is written); the fallback text if the LLM fails."""
         try:
             async with self.steps.run(f"coach.{kind}", purpose=kind, owner=owner, input={"request": request},
                                       metadata={"prompt": prompt.version}, tags=[kind]) as step:
                 try:
-                    text = await step.text(system=prompt.text,
-                                           contents=[*context_contents(context), user_content(request)])
+                    text = self.guard.check(await step.text(
+                        system=prompt.text, contents=[*context_contents(context), user_content(request)],
+                        drafts=drafts, guard=self.guard), user=owner.opaque_id)
                 except LLMError as exc:
                     logger.warning("checkin.llm_failed kind=%s error=%s", kind, exc.kind)
                     text = fallback

@@ -91,6 +91,7 @@ class GeminiRequest:
     generation_config: dict[str, Any] = field(default_factory=dict)
     action: str = "generateContent"
     at: float = 0.0
+    first_chunk_at: float = 0.0  # streamed: when the first chunk was written (time.time())
 
     @property
     def temperature(self) -> float | None:
@@ -416,6 +417,8 @@ class FakeGemini(LoopbackServer):
     ) -> None:
         super().__init__(host=host, port=port)
         self.latency = latency
+        self.chunk_chars = 40  # a streamed answer's text per chunk
+        self.chunk_delay = 0.0  # seconds between two streamed chunks
         self.api_key = api_key
         self.model_version = model_version
         self.requests: list[GeminiRequest] = []
@@ -540,7 +543,7 @@ class FakeGemini(LoopbackServer):
         if "usageMetadata" in payload:
             self.usages.append(payload["usageMetadata"])
         if action == "streamGenerateContent":
-            return await self._stream(request, payload)
+            return await self._stream(request, payload, req)
         return web.json_response(payload)
 
     async def _answer(self, req: GeminiRequest) -> tuple[dict[str, Any], web.Response | None]:
@@ -624,14 +627,19 @@ class FakeGemini(LoopbackServer):
             "responseId": uuid.uuid4().hex[:22],
         }
 
-    async def _stream(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, payload: dict[str, Any], req: GeminiRequest) -> web.StreamResponse:
+        """The answer as SSE chunks of ``chunk_chars`` characters, ``chunk_delay`` apart; usageMetadata and
+        finishReason on the last chunk only, as Gemini sends them."""
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         candidates = payload.get("candidates") or []
         parts = (candidates[0].get("content") or {}).get("parts", []) if candidates else []
         text = parts[0]["text"] if parts else ""
-        pieces = [text[i : i + 40] for i in range(0, len(text), 40)] or [""]
+        size = max(1, self.chunk_chars)
+        pieces = [text[i : i + size] for i in range(0, len(text), size)] or [""]
         for i, piece in enumerate(pieces):
+            if i and self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
             chunk = json.loads(json.dumps(payload))
             if chunk.get("candidates") and parts:
                 chunk["candidates"][0]["content"]["parts"] = [{"text": piece}]
@@ -640,6 +648,8 @@ class FakeGemini(LoopbackServer):
                 if chunk.get("candidates"):
                     chunk["candidates"][0].pop("finishReason", None)
             await response.write(f"data: {json.dumps(chunk)}\r\n\r\n".encode())
+            if i == 0:
+                req.first_chunk_at = time.time()
         await response.write_eof()
         return response
 
