@@ -4,18 +4,20 @@ What it shows (`ChartSpec` in, PNG bytes out, `WIDTH` × `HEIGHT` pixels): a tit
 the current streak, one bar per week labelled with that week's Monday as the user's locale writes a date
 (Babel), a percentage axis and the percentage on each bar, the next milestone marked with a dashed line (at
 its week, or at the right edge when it lies ahead), and a legend. Weeks at 50 % or more are Okabe-Ito blue,
-weeks below are Okabe-Ito orange and hatched, weeks without check-ins are a grey outline: they differ in
+weeks below are Okabe-Ito orange and hatched, weeks without check-ins say so in grey words: they differ in
 lightness and pattern too, so red-green colour blindness (or a grey-scale print) loses nothing.
 
-Scripts: every text is drawn in DejaVu Sans, which matplotlib ships (no system font is needed, so a fresh
-clone draws the same picture) and which covers Latin, Cyrillic and Arabic. matplotlib 3.11 lays text out
-with libraqm (bundled in its wheel: HarfBuzz shaping and bidirectional order), so Arabic letters are joined
-and read right to left without any extra package (matplotlib before 3.11 drew them isolated and reversed,
-hence `matplotlib>=3.11` in pyproject.toml). For a right-to-left language (Babel's `character_order`) the
-weeks also run from right to left and the percentage axis stands on the right. The rendered samples for
-Latin, Cyrillic and Arabic are in docs/images/ (`python -m benchmarks.chart --samples docs/images`).
+Scripts: every text is drawn in DejaVu Sans, which matplotlib ships (no system font is needed, so a fresh clone
+draws the same picture) and which covers Latin, Cyrillic and Arabic (so all ten languages of the catalog);
+characters of a user's goal it lacks (most emoji, CJK, ...) are left out rather than drawn as boxes. matplotlib
+3.11 lays text out with libraqm (bundled in its wheel: HarfBuzz shaping and bidirectional order), so Arabic
+letters are joined and read right to left without any extra package (matplotlib before 3.11 drew them isolated
+and reversed, hence `matplotlib>=3.11` in pyproject.toml). For a right-to-left language (Babel's
+`character_order`) the weeks also run from right to left and the percentage axis stands on the right. The
+rendered samples for Latin, Cyrillic and Arabic are in docs/images/ (`python -m benchmarks.chart --samples
+docs/images`).
 
-matplotlib is imported inside `render` (the bot does not pay for it until the first /progress) and a chart
+matplotlib is imported when `render` first runs (the bot does not pay for it until the first /progress) and a chart
 is drawn in a worker thread (`render_chart`), so the event loop never waits for it. Charts are drawn one at a
 time, in one thread of their own (not `asyncio.to_thread`'s shared pool: matplotlib caches its fonts per
 thread) and under a lock (matplotlib is not thread-safe): that also bounds the memory a burst of /progress
@@ -26,10 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 from babel import Locale, UnknownLocaleError
@@ -138,9 +141,27 @@ async def render_chart(spec: ChartSpec) -> bytes:
 
 def render(spec: ChartSpec, code: str | None = None) -> bytes:
     """The chart as PNG bytes (blocking: call `render_chart` from the event loop)."""
-    texts = chart_texts(spec, code)
     with _LOCK:
-        return _draw(spec, texts)
+        goal = drawable(spec.goal or "")
+        milestone = spec.milestone and (drawable(spec.milestone[0]) or "…", spec.milestone[1])
+        spec = replace(spec, goal=goal or None, milestone=milestone or None)
+        return _draw(spec, chart_texts(spec, code))
+
+
+def drawable(text: str) -> str:
+    """`text` without the characters the chart's font lacks (emoji, CJK, ...: they would be boxes), on one line;
+    "" when no letter or digit is left."""
+    covered = _charmap()
+    kept = " ".join("".join(c for c in text if ord(c) in covered).split())
+    return kept if any(c.isalnum() for c in kept) else ""
+
+
+@functools.cache
+def _charmap() -> frozenset[int]:
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    return frozenset(FT2Font(font_manager.findfont(FONT, fallback_to_default=False)).get_charmap())
 
 
 def _draw(spec: ChartSpec, texts: ChartTexts) -> bytes:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import warnings
 import zlib
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 
 import pytest
 
-from pipeline.chart import HEIGHT, WIDTH, ChartSpec, chart_texts, milestone_x, render, render_chart, shorten
+from pipeline.chart import HEIGHT, WIDTH, ChartSpec, chart_texts, drawable, milestone_x, render, render_chart, shorten
 from pipeline.checkins.progress import Progress, ProgressReport
 from pipeline.i18n import use_locale
 from storage.models import Milestone
@@ -158,3 +159,17 @@ async def test_progress_sends_the_chart_as_a_photo(ck: Harness) -> None:
     assert "Your progress" in (photo.caption or "") and "Streak: 3 check-ins in a row" in (photo.caption or "")
     assert "This week: 2 done · 1 partly · 0 missed (of 3 check-ins)" in (photo.caption or "")
     assert png_size(photo.file) == (WIDTH, HEIGHT)
+
+
+def test_characters_the_font_lacks_are_left_out_not_drawn_as_boxes() -> None:
+    """Emoji and CJK in a goal are dropped from the chart (no "missing glyph" box); a goal of nothing else gives
+    the plain title."""
+    assert drawable("Run 🏃 a 10k 跑步 by June 💪") == "Run a 10k by June"
+    assert drawable("Пробежать 10 км") == "Пробежать 10 км" and drawable("أن أركض") == "أن أركض"
+    assert drawable("🏃🏃 ✨") == ""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = render(spec(goal="Run 🏃 a 10k 跑步", milestone=("🏁", date(2026, 12, 1))), "en")
+        plain = render(spec(goal="🏃🏃"), "en")
+    assert png_size(data) == png_size(plain) == (WIDTH, HEIGHT)
+    assert not [w for w in caught if "missing from font" in str(w.message)]
