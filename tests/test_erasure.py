@@ -242,3 +242,38 @@ async def test_judge_traces_carry_the_users_opaque_id(bot_api, gemini, sqlite_ur
         assert prompts.JUDGE_REPLY.name
     finally:
         await stop_bot(app)
+
+
+async def test_the_tracer_finds_and_deletes_a_users_traces_and_fails_loudly_while_erasure_is_down(opik_stub) -> None:
+    """Against the stub: the opaque id and thread searches find the user's traces (not another user's); with the
+    stub's erasure routes down, the search raises at once (so the pass keeps the erasure); back up, the delete
+    removes them and their thread."""
+    import uuid
+
+    import opik
+
+    from pipeline.settings import Settings
+    from pipeline.tracing import Tracer
+    from tests.conftest import TOKEN
+
+    tracer = Tracer(Settings(_env_file=None, telegram_bot_token=TOKEN, gemini_api_key="k",
+                             opik_url_override=opik_stub.url, opik_project_name="rein-erasure"))
+    mine, other = uuid.uuid4().hex, uuid.uuid4().hex
+    thread = f"{mine[:12]}-{uuid.uuid4().hex[:12]}"
+    client = opik.Opik(project_name="rein-erasure")
+    named = client.trace(name="coach.coaching", metadata={"user": mine}, thread_id=thread)
+    in_thread = client.trace(name="external", metadata={}, thread_id=thread)
+    theirs = client.trace(name="coach.coaching", metadata={"user": other}, thread_id=f"{other[:12]}-x")
+    await asyncio.to_thread(client.flush)
+    found = await asyncio.to_thread(tracer.user_traces, mine, [thread])
+    assert found == {named.id: thread, in_thread.id: thread}
+
+    opik_stub.erasure_down = True
+    try:
+        with pytest.raises(Exception):
+            await asyncio.to_thread(tracer.user_traces, mine, [thread])
+    finally:
+        opik_stub.erasure_down = False
+    await asyncio.to_thread(tracer.delete_traces, sorted(found), [thread])
+    assert await asyncio.to_thread(tracer.user_traces, mine, [thread]) == {}
+    assert theirs.id in opik_stub.traces_by_id() and thread in opik_stub.thread_deletes
