@@ -251,6 +251,7 @@ async def test_the_tracer_finds_and_deletes_a_users_traces_and_fails_loudly_whil
     import uuid
 
     import opik
+    from opik.rest_api.core import ApiError
 
     from pipeline.settings import Settings
     from pipeline.tracing import Tracer
@@ -270,7 +271,7 @@ async def test_the_tracer_finds_and_deletes_a_users_traces_and_fails_loudly_whil
 
     opik_stub.erasure_down = True
     try:
-        with pytest.raises(Exception):
+        with pytest.raises(ApiError):
             await asyncio.to_thread(tracer.user_traces, mine, [thread])
     finally:
         opik_stub.erasure_down = False
