@@ -17,7 +17,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_SYSTEM_CERTS ?= 1
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test install lock lint imports typecheck pytest postgres migrate bench image up clean
+.PHONY: run test install lock lint imports typecheck pytest postgres migrate bench image up clean catalog
 
 $(UV_STAMP):
 	rm -rf $(TOOLS)
@@ -67,6 +67,26 @@ pytest: $(STAMP) postgres
 	$(BIN)/pytest -q
 
 test: lint imports typecheck pytest
+
+# The message catalog (docs/TRANSLATIONS.md): every `_`, `ngettext` and `N_` text of bot/ and pipeline/ into the
+# template, each language's .po brought up to date (new texts empty, none fuzzy), and all compiled to the .mo files
+# the bot reads (committed, so a fresh clone speaks every language). New texts then need their translations.
+LOCALES := pipeline/locales
+CATALOG_LANGUAGES := es pt_BR de fr it ru uk tr ar
+catalog: $(STAMP)
+	$(BIN)/pybabel extract --no-default-keywords -k _ -k ngettext:1,2 -k N_ --add-comments=Translators: \
+		--no-location --sort-output --no-wrap --project=Rein --copyright-holder=Rein \
+		-o $(LOCALES)/rein.pot bot pipeline
+	sed -i 's/^"POT-Creation-Date: .*"$$/"POT-Creation-Date: 2026-12-01 00:00+0000\\n"/' $(LOCALES)/rein.pot
+	for lang in $(CATALOG_LANGUAGES); do \
+		if [ -f $(LOCALES)/$$lang/LC_MESSAGES/rein.po ]; then \
+			$(BIN)/pybabel update -D rein -i $(LOCALES)/rein.pot -d $(LOCALES) -l $$lang \
+				--no-fuzzy-matching --ignore-obsolete --no-wrap || exit 1; \
+		else \
+			$(BIN)/pybabel init -D rein -i $(LOCALES)/rein.pot -d $(LOCALES) -l $$lang --no-wrap || exit 1; \
+		fi; \
+	done
+	$(BIN)/pybabel compile -D rein -d $(LOCALES) --statistics
 
 bench: $(STAMP) postgres
 	$(BIN)/python -m benchmarks

@@ -7,9 +7,10 @@ from telegram.constants import ParseMode
 
 from bot import render
 from bot.context import ReinContext
+from pipeline.i18n import N_, _
 from pipeline.stats import stats_report
 
-NOT_ADMIN = "/stats is for Rein's admins only."
+NOT_ADMIN = N_("/stats is for Rein's admins only.")
 
 
 async def stats(update: Update, context: ReinContext) -> None:
@@ -19,7 +20,7 @@ async def stats(update: Update, context: ReinContext) -> None:
     if user is None or chat is None:
         return
     if user.id not in svc.settings.admin_user_ids:
-        await context.bot.send_message(chat.id, NOT_ADMIN, parse_mode=ParseMode.HTML)
+        await context.bot.send_message(chat.id, _(NOT_ADMIN), parse_mode=ParseMode.HTML)
         return
     report = await stats_report(svc.db, svc.settings)
     for part in render.render(report):

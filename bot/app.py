@@ -7,9 +7,9 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from telegram import BotCommand, LinkPreviewOptions, Update
+from telegram import LinkPreviewOptions, Update
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.error import BadRequest, Forbidden
 from telegram.ext import (
     ApplicationBuilder,
     ApplicationHandlerStop,
@@ -24,6 +24,7 @@ from telegram.request import HTTPXRequest
 
 from bot import admin, handlers, media, render, texts
 from bot import checkins as checkin_bot
+from bot import language as language_bot
 from bot.context import CONTEXT_TYPES, ReinApp, ReinContext
 from bot.drafts import Drafts
 from bot.metrics import Metrics
@@ -32,6 +33,7 @@ from bot.replying import answer_query, send_replies
 from bot.sendlimit import SendLimiter
 from bot.services import create_services
 from pipeline import prompts
+from pipeline.i18n import _
 from pipeline.settings import Settings
 from storage.locks import AdvisoryLocks, is_postgres
 
@@ -89,6 +91,7 @@ def add_handlers(app: ReinApp, settings: Settings) -> None:
     ):
         app.add_handler(CommandHandler(name, callback, filters=private))
     checkin_bot.add_handlers(app, private)
+    language_bot.add_handlers(app, private)
     app.add_handler(MessageHandler(private & filters.COMMAND, handlers.unknown_command))
     app.add_handler(MessageHandler(private & filters.TEXT & ~filters.UpdateType.EDITED, handlers.text))
     heard_or_seen = filters.VOICE | filters.AUDIO | filters.PHOTO
@@ -100,7 +103,7 @@ def add_handlers(app: ReinApp, settings: Settings) -> None:
 
 async def _not_allowed(update: Update, context: ReinContext) -> None:
     if update.effective_message is not None:
-        await update.effective_message.reply_text(texts.NOT_ALLOWED, parse_mode=ParseMode.HTML)
+        await update.effective_message.reply_text(_(texts.NOT_ALLOWED), parse_mode=ParseMode.HTML)
     raise ApplicationHandlerStop
 
 
@@ -110,9 +113,9 @@ def _press_gate(allowed: frozenset[int]) -> Callable[[Update, ReinContext], Coro
         if query is None:
             return
         if allowed and query.from_user.id not in allowed:
-            reason = texts.NOT_ALLOWED
+            reason = _(texts.NOT_ALLOWED)
         elif render.decode(query.data) is None:
-            reason = texts.EXPIRED
+            reason = _(texts.EXPIRED)
         else:
             return
         await answer_query(query, reason, alert=True)
@@ -141,10 +144,7 @@ def _post_init(settings: Settings, order: PerUserOrder) -> Callable[[ReinApp], C
         metrics.track_queue(app.update_queue.qsize)
         checkin_bot.start_scheduler(svc, app.bot)
         await svc.start_leadership()
-        try:
-            await app.bot.set_my_commands([BotCommand(name, desc) for name, desc in texts.COMMANDS])
-        except TelegramError:
-            logger.warning("bot.set_commands_failed", exc_info=True)
+        await language_bot.publish_profiles(app.bot)
         if svc.tracer.enabled:
             # A daemon thread: an unreachable Opik retries for many seconds, and must never hold up shutdown.
             threading.Thread(target=svc.tracer.register_prompts, args=(list(prompts.ALL),), name="opik-prompts",

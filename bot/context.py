@@ -10,6 +10,8 @@ from telegram.ext import Application, CallbackContext, ContextTypes, ExtBot
 from bot.drafts import Drafts
 from bot.services import Services
 
+LANGUAGES_KEPT = 50_000  # users whose language a replica keeps in memory
+
 
 class BotData:
     """What the application keeps across updates (python-telegram-bot's `bot_data`, as a class)."""
@@ -20,6 +22,16 @@ class BotData:
         # The keyboard each recent message has, as Rein last set it (see `bot.replying.edit_markup`).
         self.markups: dict[tuple[int, int], InlineKeyboardMarkup | None] = {}
         self.groups_told: set[int] = set()  # groups already told that Rein coaches one-to-one
+        self.languages: dict[int, str] = {}  # the language of recent users (`bot.language`), oldest first
+
+    def remember_language(self, telegram_id: int, code: str) -> None:
+        """Keep a user's language for their next updates (bounded: the oldest entry goes first)."""
+        if self.languages.get(telegram_id) == code:
+            return
+        self.languages.pop(telegram_id, None)
+        self.languages[telegram_id] = code
+        if len(self.languages) > LANGUAGES_KEPT:
+            del self.languages[next(iter(self.languages))]
 
 
 class ReinContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], BotData]):

@@ -20,6 +20,7 @@ from bot import render, texts
 from bot.context import ReinContext
 from bot.replying import answer_query, current_markup, edit_markup, send_replies, typing
 from bot.services import Services
+from pipeline.i18n import _, current
 from pipeline.replies import Reply
 from pipeline.speaker import Speaker
 
@@ -58,6 +59,8 @@ async def run_turn(update: Update, context: ReinContext, work: Work, *, compact:
             finally:
                 if chat is not None:
                     await chat.close()
+        # The turn read the user's setting (or changed it): their next update starts in it.
+        context.bot_data.remember_language(who.telegram_id, current())
         try:
             await send_replies(context.bot, who.chat_id, replies)
         except Forbidden:
@@ -86,7 +89,7 @@ async def start(update: Update, context: ReinContext) -> None:
 async def help_command(update: Update, context: ReinContext) -> None:
     """/help: what Rein does and every command."""
     assert update.effective_chat is not None
-    await context.bot.send_message(update.effective_chat.id, texts.HELP, parse_mode=ParseMode.HTML)
+    await context.bot.send_message(update.effective_chat.id, texts.help_text(), parse_mode=ParseMode.HTML)
 
 
 async def plan(update: Update, context: ReinContext) -> None:
@@ -131,13 +134,13 @@ async def text(update: Update, context: ReinContext) -> None:
 async def unknown_command(update: Update, context: ReinContext) -> None:
     """A command Rein does not have."""
     assert update.effective_chat is not None
-    await context.bot.send_message(update.effective_chat.id, texts.UNKNOWN_COMMAND, parse_mode=ParseMode.HTML)
+    await context.bot.send_message(update.effective_chat.id, _(texts.UNKNOWN_COMMAND), parse_mode=ParseMode.HTML)
 
 
 async def not_text(update: Update, context: ReinContext) -> None:
     """Stickers, videos, video notes, documents, locations…: explain what Rein understands."""
     assert update.effective_chat is not None
-    await context.bot.send_message(update.effective_chat.id, texts.NOT_TEXT, parse_mode=ParseMode.HTML)
+    await context.bot.send_message(update.effective_chat.id, _(texts.NOT_TEXT), parse_mode=ParseMode.HTML)
 
 
 async def group(update: Update, context: ReinContext) -> None:
@@ -147,7 +150,7 @@ async def group(update: Update, context: ReinContext) -> None:
         return
     context.bot_data.groups_told.add(chat.id)
     try:
-        await context.bot.send_message(chat.id, texts.GROUPS, parse_mode=ParseMode.HTML)
+        await context.bot.send_message(chat.id, _(texts.GROUPS), parse_mode=ParseMode.HTML)
     except (Forbidden, BadRequest):
         return
 
@@ -158,7 +161,7 @@ async def button(update: Update, context: ReinContext) -> None:
     assert query is not None
     parsed = render.decode(query.data)
     if parsed is None or update.effective_chat is None or update.effective_chat.type != "private":
-        await answer_query(query, texts.EXPIRED, alert=True)
+        await answer_query(query, _(texts.EXPIRED), alert=True)
         return
     if parsed.action == "rate":
         await rate(update, context, parsed.ref, parsed.value or 0)
@@ -182,6 +185,8 @@ async def button(update: Update, context: ReinContext) -> None:
     call = calls.get(parsed.action)
     if call is None:
         return
+    if parsed.action == "delete_yes":  # an erased user starts again from their client's language
+        context.bot_data.languages.pop(speaker(update).telegram_id, None)
     await take_actions_away(update, context)
     await run_turn(update, context, call)
     if parsed.action == "delete_yes":  # the user's Opik copies: erased now, retried by the job until Opik confirms
@@ -207,10 +212,10 @@ async def rate(update: Update, context: ReinContext, turn_id: int, value: int) -
         await answer_query(query)  # the error handler tells the user; the spinner must not hang
         raise
     if not outcome.ok:
-        await answer_query(query, texts.NOT_YOURS, alert=True)
+        await answer_query(query, _(texts.NOT_YOURS), alert=True)
         return
     svc.metrics.rated(value)
-    await answer_query(query, f"Thanks, rated {value}/5")
+    await answer_query(query, _("Thanks, rated {value}/5", value=value))
     if isinstance(query.message, Message):
         base = current_markup(context.bot_data, query.message)
         await edit_markup(query, context.bot_data, render.with_rating(base, turn_id, value))
@@ -247,7 +252,7 @@ async def on_error(update: object, context: ReinContext) -> None:
     logger.error("bot.unhandled_error error=%s", type(context.error).__name__, exc_info=context.error)
     if not isinstance(update, Update) or update.effective_chat is None or update.effective_chat.type != "private":
         return
-    message = texts.STORAGE_DOWN if storage_error(context.error) else texts.BUSY
+    message = _(texts.STORAGE_DOWN) if storage_error(context.error) else _(texts.BUSY)
     try:
         await context.bot.send_message(update.effective_chat.id, message, parse_mode=ParseMode.HTML)
     except TelegramError:

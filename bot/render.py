@@ -33,6 +33,7 @@ ACTION_CODES = {
     "checkin_set": "ks",
     "checkin_adjust": "ka",
     "care_resume": "cr",
+    "language_set": "lg",
 }
 RATE_CODE = "r"
 CODE_ACTIONS = {code: action for action, code in ACTION_CODES.items()}

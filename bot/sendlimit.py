@@ -11,8 +11,10 @@ from typing import Any
 from telegram.ext import AIORateLimiter
 
 # Chat actions are not messages: Telegram's ~30 messages/s cap does not count them, and holding a
-# "typing…" back behind a queue of replies would only delay the replies it announces.
-UNLIMITED = frozenset({"sendChatAction", "getUpdates", "getMe", "answerCallbackQuery"})
+# "typing…" back behind a queue of replies would only delay the replies it announces. Neither are the bot's
+# profile texts, published in every language at start-up.
+UNLIMITED = frozenset({"sendChatAction", "getUpdates", "getMe", "answerCallbackQuery", "setMyCommands",
+                       "setMyDescription", "setMyShortDescription"})
 DRAFT = "sendMessageDraft"
 DRAFT_SHARE = 0.8  # drafts go only while the last second's sends are below this share of the cap
 

@@ -25,6 +25,7 @@ from pipeline.conversation import Conversation
 from pipeline.erasure import Erasures
 from pipeline.guard import OutputGuard
 from pipeline.judge import Judge
+from pipeline.language import Languages
 from pipeline.llm import LLM
 from pipeline.media import Limits, MediaReader
 from pipeline.memory import Memory
@@ -77,6 +78,7 @@ class Services:
     media: MediaReader
     locks: UserLocks
     metrics: Metrics
+    languages: Languages
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     leadership: Leadership | None = None
     leader_hooks: list[tuple[LeaderHook, LeaderHook]] = field(default_factory=list)
@@ -178,4 +180,5 @@ async def create_services(settings: Settings, *, locks: UserLocks, metrics: Metr
                     planning=planning, memory=memory, ratings=ratings, sessions=Sessions(db=db, allowed=allowed),
                     account=account, erasures=erasures, judge=judge, checkins=checkins, locks=locks, metrics=metrics,
                     media=MediaReader(db=db, steps=steps, limits=Limits(settings.media_max_seconds,
-                                                                         settings.media_max_bytes)))
+                                                                         settings.media_max_bytes)),
+                    languages=Languages(db=db))

@@ -85,11 +85,11 @@ class Account:
         async with self.db.session() as session:
             user = await users.get_user(session=session, telegram_id=who.telegram_id)
         if user is None:
-            return [Reply.plain("Rein stores nothing about you.")]
+            return [Reply.plain(_("Rein stores nothing about you."))]
         return [Reply(
-            paras=[Para("This erases your goals, plans, conversation and ratings for good. Are you sure?")],
-            buttons=[[Button("Yes, delete everything", "delete_yes", user.id or 0),
-                      Button("No, keep it", "delete_no", user.id or 0)]],
+            paras=[Para(_("This erases your goals, plans, conversation and ratings for good. Are you sure?"))],
+            buttons=[[Button(_("Yes, delete everything"), "delete_yes", user.id or 0),
+                      Button(_("No, keep it"), "delete_no", user.id or 0)]],
         )]
 
     async def delete_confirm(self, who: Speaker, user_ref: int, confirmed: bool) -> list[Reply]:
@@ -99,9 +99,9 @@ class Account:
         async with self.db.session() as session:
             user = await users.get_user(session=session, telegram_id=who.telegram_id)
             if user is None or user.id != user_ref:
-                return [Reply.plain(texts.EXPIRED)]
+                return [Reply.plain(_(texts.EXPIRED))]
             if not confirmed:
-                return [Reply.plain("Nothing was deleted.")]
+                return [Reply.plain(_("Nothing was deleted."))]
             if in_opik:
                 threads, traces = await erasures.held_in_opik(session=session, user=user)
                 await erasures.record(session=session, opaque_id=user.opaque_id, thread_ids=threads, trace_ids=traces)

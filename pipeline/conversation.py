@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipeline import limits, safety, speaker, texts
 from pipeline.care import Care
-from pipeline.care_texts import catalog_code
 from pipeline.coaching import Coaching, CoachingInputs
+from pipeline.i18n import _, current
 from pipeline.llm import LLMError
 from pipeline.memory import Memory
 from pipeline.planning import Planning
@@ -76,8 +76,8 @@ class Conversation:
         async with self.db.session() as session:
             stage = (await speaker.load(session, who)).stage
         if stage == Stage.NEW:
-            return [Reply.plain(texts.WELCOME), Reply.plain(texts.ASK_GOAL)]
-        return [Reply.plain(f"Welcome back! {texts.stage_hint(stage)}")]
+            return [Reply.plain(_(texts.WELCOME)), Reply.plain(_(texts.ASK_GOAL))]
+        return [Reply.plain(_("Welcome back! {hint}", hint=texts.stage_hint(stage)))]
 
     async def on_text(self, who: Speaker, text: str, *, answers: Answers | None = None,
                       counted: bool = False) -> list[Reply]:
@@ -86,7 +86,7 @@ class Conversation:
         texts nothing is stored or asked of the model (`counted`: this text was counted already)."""
         text = clean_text(text)
         if not text:
-            return [Reply.plain("That message was empty. Write me a few words and I'll answer.")]
+            return [Reply.plain(_("That message was empty. Write me a few words and I'll answer."))]
         hit = safety.screen(text)  # before anything else: no storage step, no check-in answer, no model
         if hit is not None:
             return await self.care.screened(who, text, hit)
@@ -128,7 +128,7 @@ class Conversation:
             user = await speaker.load(session, who)
             latest = await turns.latest_user_turn(session=session, user_id=user.id or 0)
         if latest is None or latest.id != turn_id or latest.answered:
-            return [Reply.plain("That message has already been answered, or a newer one replaced it.")]
+            return [Reply.plain(_("That message has already been answered, or a newer one replaced it."))]
         return await self._answer(who, user, latest, None)
 
     async def skip_clarification(self, who: Speaker, goal_id: int) -> list[Reply]:
@@ -137,7 +137,7 @@ class Conversation:
         if refused is not None:
             return [refused]
         return await self._run(who, "plan", {"action": "skip"}, self.planning.make_plan,
-                               retry=Button(texts.TRY_AGAIN, "skip", goal_id))
+                               retry=Button(_(texts.TRY_AGAIN), "skip", goal_id))
 
     async def plan_action(self, who: Speaker, action: str, plan_id: int) -> list[Reply]:
         """Accept, Regenerate or Adjust on a plan the user owns."""
@@ -145,7 +145,7 @@ class Conversation:
         if replies is not None:
             return replies
         return await self._run(who, "plan", {"action": "regenerate"}, self.planning.make_plan,
-                               retry=Button(texts.TRY_AGAIN, "regenerate", plan_id))
+                               retry=Button(_(texts.TRY_AGAIN), "regenerate", plan_id))
 
     # ----- storing and answering a text -------------------------------------------------------------
 
@@ -192,7 +192,7 @@ class Conversation:
             step = self.planning.make_plan if turn.kind == "adjust" else self.planning.clarify
         assert turn.id is not None
         return await self._run(who, turn.kind, {"message": turn.text}, step, turn=turn, user=user,
-                               retry=Button(texts.TRY_AGAIN, "retry", turn.id), screen=self.classify)
+                               retry=Button(_(texts.TRY_AGAIN), "retry", turn.id), screen=self.classify)
 
     async def _run(self, who: Speaker, kind: str, trace_input: dict[str, Any], fn: StepFn, *, retry: Button,
                    turn: Turn | None = None, user: User | None = None, screen: bool = False) -> list[Reply]:
@@ -214,15 +214,15 @@ class Conversation:
                     replies = await fn(who, step, turn)
                 step.set_output({"reply": "\n\n".join(r.text for r in replies)})
         except Flooded as exc:
-            return [Reply.plain(texts.SLOW_DOWN, kind="error", buttons=[[retry]])] if exc.notify else []
+            return [Reply.plain(_(texts.SLOW_DOWN), kind="error", buttons=[[retry]])] if exc.notify else []
         except LLMError as exc:
             logger.warning("coach.llm_failed kind=%s error=%s trace=%s", kind, exc.kind, trace_id)
             buttons = [] if exc.kind == "blocked" else [[retry]]
-            return [Reply.plain(texts.ERROR_TEXT.get(exc.kind, texts.ERROR_TEXT["internal"]), kind="error",
+            return [Reply.plain(texts.error_text(exc.kind), kind="error",
                                 buttons=buttons)]
         except Exception:
             logger.exception("coach.step_failed kind=%s trace=%s", kind, trace_id)
-            return [Reply.plain(texts.ERROR_TEXT["internal"], kind="error", buttons=[[retry]])]
+            return [Reply.plain(texts.error_text("internal"), kind="error", buttons=[[retry]])]
         return replies
 
     async def _classified(self, who: Speaker, step: Step, turn: Turn, fn: StepFn) -> list[Reply]:
@@ -251,7 +251,7 @@ class Conversation:
 
     async def _verdict(self, task: asyncio.Task[safety.Verdict], started: float) -> safety.Verdict:
         remaining = self.classify_timeout_s - (asyncio.get_running_loop().time() - started)
-        done, _ = await asyncio.wait({task}, timeout=max(0.0, remaining))
+        done, _pending = await asyncio.wait({task}, timeout=max(0.0, remaining))
         if not done:
             task.cancel()
             logger.warning("safety.classify_timeout seconds=%.1f", self.classify_timeout_s)
@@ -264,5 +264,5 @@ class Conversation:
         if ids:
             async with self.db.session() as session:
                 await turns.delete_coach_turns(session=session, user_id=turn.user_id, turn_ids=ids)
-        return await self.care.give(who, category=category, language=catalog_code(who.language_code), layer="model",
+        return await self.care.give(who, category=category, language=current(), layer="model",
                                     trace=step.trace, answered_turn_id=turn.id)

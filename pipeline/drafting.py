@@ -45,7 +45,8 @@ async def write_resolution(step: Step, request: str, today: date,
         asked = request if attempt == 1 else _retry_request(request, reasons)
         with step.steps.tracer.turn("resolution.attempt", thread_id=None, input={"attempt": attempt},
                                     metadata={"prompt": prompt.version}, tags=["resolution"]) as span:
-            draft = await step.structured(ResolutionDraft, system=prompt.text, contents=[user_content(asked)])
+            draft = await step.structured(ResolutionDraft, system=prompts.answering(prompt.text),
+                                          contents=[user_content(asked)])
             reasons = plan_rules.deadline_problems(date.fromisoformat(draft.deadline_date), today)
             span.set_output({"deadline": draft.deadline_date, "problems": reasons})
         if not reasons:
@@ -66,7 +67,8 @@ async def write_plan(step: Step, request: str, *, today: date, deadline: date, w
         asked = request if attempt == 1 else _retry_request(request, reasons)
         with step.steps.tracer.turn("plan.attempt", thread_id=None, input={"attempt": attempt},
                                     metadata={"prompt": prompt.version}, tags=["plan"]) as span:
-            draft = await step.structured(PlanDraft, system=prompt.text, contents=[user_content(asked)])
+            draft = await step.structured(PlanDraft, system=prompts.answering(prompt.text),
+                                          contents=[user_content(asked)])
             checked = plan_rules.check_plan(draft, today=today, deadline=deadline, weekly_minutes=weekly_minutes)
             reasons = list(checked.problems)
             if attempt == 1:

@@ -13,11 +13,12 @@ import re
 from collections.abc import Iterable
 
 from pipeline import prompts
+from pipeline.i18n import N_, _
 
 logger = logging.getLogger(__name__)
 
 SHINGLE_WORDS = 8  # about 50 characters: longer than any phrase a coach would write by chance
-REFUSAL = (
+REFUSAL = N_(
     "I keep my instructions to myself, but I'm glad to keep coaching you. "
     "Tell me how your goal is going, or what's getting in your way."
 )
@@ -65,4 +66,4 @@ class OutputGuard:
         if not self.leaks(text):
             return text
         logger.warning("guard.prompt_leak_blocked user=%s chars=%d", user, len(text))
-        return REFUSAL
+        return _(REFUSAL)

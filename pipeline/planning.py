@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipeline import drafting, prompts, speaker, texts, views
 from pipeline.guard import OutputGuard
-from pipeline.i18n import N_, _
+from pipeline.i18n import N_, _, format_date
 from pipeline.judge import Score
 from pipeline.llm import LLMError, user_content
 from pipeline.replies import Button, Para, Reply
@@ -27,11 +27,11 @@ from storage import goals, turns
 from storage.db import Database
 from storage.models import Goal, Judgement, Resolution, Stage, Turn, User
 
-ACCEPTED = ("Plan accepted. 🎉 From now on, tell me how it's going, ask for advice, or report what you did, and "
+ACCEPTED = N_("Plan accepted. 🎉 From now on, tell me how it's going, ask for advice, or report what you did, and "
             "I'll coach you with your plan in mind. /plan shows it any time.")
-ASK_CHANGE = ("What would you like to change? Write it in your own words, e.g. \"I can only train on weekends\" "
+ASK_CHANGE = N_("What would you like to change? Write it in your own words, e.g. \"I can only train on weekends\" "
               "or \"make the deadline June\".")
-SKIP = "Skip, make my plan"
+SKIP = N_("Skip, make my plan")
 THINKING = N_("Thinking about your goal…")
 WRITING_RESOLUTION = N_("Writing your resolution…")
 DRAFTING_PLAN = N_("Drafting your plan…")
@@ -69,7 +69,7 @@ class Planning:
         if rounds >= self.max_clarify_rounds:
             return await self.make_plan(who, step, turn)
         _status(who, THINKING)
-        decision = await step.structured(ClarifyDecision, system=prompts.CLARIFY.text,
+        decision = await step.structured(ClarifyDecision, system=prompts.answering(prompts.CLARIFY.text),
                                          contents=[user_content(views.goal_brief(goal))], temperature=0.3)
         question = self.guard.check(decision.question.strip(), user=user.opaque_id)
         if decision.enough_information or not question:
@@ -82,7 +82,7 @@ class Planning:
             asked = await turns.add_turn(session=session, user=user, role="coach", kind="question", text=question,
                                          trace_id=step.trace_id)
         return [Reply(paras=[Para(question)], kind="question", turn_id=asked.id,
-                      buttons=[[Button(SKIP, "skip", goal.id or 0)]])]
+                      buttons=[[Button(_(SKIP), "skip", goal.id or 0)]])]
 
     async def make_plan(self, who: Speaker, step: Step, turn: Turn | None) -> list[Reply]:
         """Write the resolution (if the goal has none yet) and a new draft plan, or adjust the current one."""
@@ -168,7 +168,7 @@ class Planning:
         async with self.db.session() as session:
             user = await speaker.load(session, who)
         if user.stage != Stage.CLARIFYING or user.active_goal_id != goal_id:
-            return Reply.plain(texts.EXPIRED + " " + texts.stage_hint(user.stage))
+            return Reply.plain(_(texts.EXPIRED) + " " + texts.stage_hint(user.stage))
         return None
 
     async def plan_action(self, who: Speaker, action: str, plan_id: int) -> list[Reply] | None:
@@ -179,17 +179,17 @@ class Planning:
             plan = await goals.get_plan(session=session, plan_id=plan_id, user_id=user.id or 0)
             if plan is None or plan.status != "draft" or plan.goal_id != user.active_goal_id:
                 if plan is not None and plan.status == "accepted" and action == "accept":
-                    return [Reply.plain("This plan is already accepted. Tell me how it's going any time.")]
-                return [Reply.plain(texts.PLAN_GONE)]
+                    return [Reply.plain(_("This plan is already accepted. Tell me how it's going any time."))]
+                return [Reply.plain(_(texts.PLAN_GONE))]
             if action == "accept":
                 await goals.accept_plan(session=session, plan=plan)
                 user.stage = Stage.COACHING
                 session.add(user)
-                return [schedule_menu(ACCEPTED)]
+                return [schedule_menu(_(ACCEPTED))]
             if action == "adjust":
                 user.stage = Stage.ADJUSTING
                 session.add(user)
-                return [Reply.plain(ASK_CHANGE)]
+                return [Reply.plain(_(ASK_CHANGE))]
         return None
 
     async def show_plan(self, who: Speaker) -> list[Reply]:
@@ -197,10 +197,10 @@ class Planning:
         async with self.db.session() as session:
             user = await speaker.load(session, who)
             if user.active_goal_id is None:
-                return [Reply.plain("You don't have a plan yet. " + texts.ASK_GOAL)]
+                return [Reply.plain(_("You don't have a plan yet.") + " " + _(texts.ASK_GOAL))]
             plan = await goals.current_plan(session=session, goal_id=user.active_goal_id)
             if plan is None:
-                return [Reply.plain("Your plan isn't ready yet. " + texts.stage_hint(user.stage))]
+                return [Reply.plain(_("Your plan isn't ready yet.") + " " + texts.stage_hint(user.stage))]
             milestones = await goals.milestones(session=session, plan_id=plan.id or 0)
             resolution = await goals.latest_resolution(session=session, goal_id=user.active_goal_id)
         replies = [views.resolution_reply(resolution)] if resolution is not None else []
@@ -214,14 +214,14 @@ class Planning:
             if user.active_goal_id is None:
                 user.stage = Stage.NEW
                 session.add(user)
-                return [Reply.plain(texts.ASK_GOAL)]
+                return [Reply.plain(_(texts.ASK_GOAL))]
             goal = await goals.get_goal(session=session, goal_id=user.active_goal_id, user_id=user.id or 0)
-        title = goal.text[:200] if goal else "your current goal"
+        title = goal.text[:200] if goal else _("your current goal")
         return [Reply(
-            paras=[Para(f"You're working on: {title}"),
-                   Para("Start a new goal instead? The current one will be set aside (it stays in /export).")],
-            buttons=[[Button("Yes, new goal", "goal_new", user.active_goal_id),
-                      Button("Keep current", "goal_keep", user.active_goal_id)]],
+            paras=[Para(_("You're working on: {goal}", goal=title)),
+                   Para(_("Start a new goal instead? The current one will be set aside (it stays in /export)."))],
+            buttons=[[Button(_("Yes, new goal"), "goal_new", user.active_goal_id),
+                      Button(_("Keep current"), "goal_keep", user.active_goal_id)]],
         )]
 
     async def confirm_new_goal(self, who: Speaker, goal_id: int, confirmed: bool) -> list[Reply]:
@@ -229,9 +229,9 @@ class Planning:
         async with self.db.session() as session:
             user = await speaker.load(session, who)
             if user.active_goal_id != goal_id:
-                return [Reply.plain(texts.EXPIRED)]
+                return [Reply.plain(_(texts.EXPIRED))]
             if not confirmed:
-                return [Reply.plain("Okay, keeping your current goal. " + texts.stage_hint(user.stage))]
+                return [Reply.plain(_("Okay, keeping your current goal.") + " " + texts.stage_hint(user.stage))]
             goal = await goals.get_goal(session=session, goal_id=goal_id, user_id=user.id or 0)
             if goal is not None:
                 goal.status = "replaced"
@@ -239,17 +239,17 @@ class Planning:
             user.active_goal_id = None
             user.stage = Stage.NEW
             session.add(user)
-        return [Reply.plain(texts.ASK_GOAL)]
+        return [Reply.plain(_(texts.ASK_GOAL))]
 
     async def cancel(self, who: Speaker) -> list[Reply]:
         """/cancel: leave the step in progress."""
-        back = "Cancelled. You're back on your previous goal and plan: /plan."
+        back = _("Cancelled. You're back on your previous goal and plan: /plan.")
         async with self.db.session() as session:
             user = await speaker.load(session, who)
             if user.stage == Stage.ADJUSTING:
                 user.stage = Stage.PLAN_REVIEW
                 session.add(user)
-                return [Reply.plain("Okay, no changes. Your draft plan is still there: /plan.")]
+                return [Reply.plain(_("Okay, no changes. Your draft plan is still there: /plan."))]
             if user.stage in (Stage.CLARIFYING, Stage.PLAN_REVIEW) and user.active_goal_id is not None:
                 goal = await goals.get_goal(session=session, goal_id=user.active_goal_id, user_id=user.id or 0)
                 if goal is not None:
@@ -258,13 +258,13 @@ class Planning:
                 restored = await goals.restore_previous_goal(session=session, user=user)
                 session.add(user)
                 return [Reply.plain(back if restored else
-                                    "Cancelled. Whenever you're ready, send /goal to start again.")]
+                                    _("Cancelled. Whenever you're ready, send /goal to start again."))]
             if user.stage == Stage.NEW and user.active_goal_id is None:
                 restored = await goals.restore_previous_goal(session=session, user=user)
                 session.add(user)
                 if restored:
                     return [Reply.plain(back)]
-        return [Reply.plain("There's nothing in progress to cancel.")]
+        return [Reply.plain(_("There's nothing in progress to cancel."))]
 
     async def milestone_reached(self, who: Speaker, milestone_id: int) -> list[Reply]:
         """The "Reached" button under /progress: the milestone counts as reached from now on."""
@@ -272,14 +272,15 @@ class Planning:
             user = await speaker.load(session, who)
             milestone = await goals.reach_milestone(session=session, milestone_id=milestone_id, user_id=user.id or 0)
             if milestone is None:
-                return [Reply.plain(texts.EXPIRED)]
+                return [Reply.plain(_(texts.EXPIRED))]
             milestones = await goals.milestones(session=session, plan_id=milestone.plan_id)
         upcoming = next((m for m in milestones if m.reached_at is None), None)
-        text = f"🏁 Milestone reached: {milestone.title}. Well done!"
+        text = _("🏁 Milestone reached: {title}. Well done!", title=milestone.title)
         if upcoming is not None:
-            text += f"\n\nNext: {upcoming.title} by {upcoming.target_date.isoformat()}."
+            text += "\n\n" + _("Next: {title} by {date}.", title=upcoming.title,
+                                date=format_date(upcoming.target_date))
         else:
-            text += "\n\nThat was the last milestone of your plan."
+            text += "\n\n" + _("That was the last milestone of your plan.")
         return [Reply.plain(text)]
 
     async def record_answer(self, session: AsyncSession, user: User, text: str) -> None:

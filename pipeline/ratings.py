@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipeline import logcontext, texts
+from pipeline.i18n import N_, _
 from pipeline.replies import Button, Para, Reply
 from pipeline.speaker import Speaker
 from pipeline.tracing import Feedback, Tracer
@@ -23,7 +24,7 @@ from storage.models import User
 USER_RATING = "user_rating"  # Opik feedback score name: the user's 1–5 rating of one coach message
 SESSION_RATING = "session_rating"  # Opik thread score: the user's 1–5 answer to "How was this session?"
 RATEABLE = frozenset({"question", "resolution", "plan", "coaching", "checkin", "review", "session"})
-ASK_REASON = "Sorry that wasn't helpful. What would have helped? Just write it, or tap Skip."
+ASK_REASON = N_("Sorry that wasn't helpful. What would have helped? Just write it, or tap Skip.")
 
 
 @dataclass
@@ -61,7 +62,8 @@ class Ratings:
                 rating.reason_asked = True
                 user.pending_rating_id = rating.id
                 session.add_all([rating, user])
-                followup = [Reply(paras=[Para(ASK_REASON)], buttons=[[Button("Skip", "skip_reason", rating.id or 0)]])]
+                followup = [Reply(paras=[Para(_(ASK_REASON))],
+                                  buttons=[[Button(_("Skip"), "skip_reason", rating.id or 0)]])]
         return RateOutcome(ok=True, value=value, followup=followup)
 
     async def skip_reason(self, who: Speaker, rating_id: int) -> list[Reply]:
@@ -69,10 +71,10 @@ class Ratings:
         async with self.db.session() as session:
             user = await users.get_user(session=session, telegram_id=who.telegram_id)
             if user is None or user.pending_rating_id != rating_id:
-                return [Reply.plain(texts.EXPIRED)]
+                return [Reply.plain(_(texts.EXPIRED))]
             user.pending_rating_id = None
             session.add(user)
-        return [Reply.plain("No problem. " + texts.stage_hint(user.stage))]
+        return [Reply.plain(_("No problem.") + " " + texts.stage_hint(user.stage))]
 
     async def save_reason(self, session: AsyncSession, user: User, text: str) -> list[Reply]:
         """The text after "what would have helped?" becomes the rating's reason."""
@@ -82,7 +84,7 @@ class Ratings:
         session.add(user)
         if rating is not None and rating.id is not None:
             await ratings.change_rating(session=session, rating_id=rating.id, reason=text[:1000])
-        return [Reply.plain("Thank you, that helps me get better. " + texts.stage_hint(user.stage))]
+        return [Reply.plain(_("Thank you, that helps me get better.") + " " + texts.stage_hint(user.stage))]
 
     async def sync(self) -> int:
         """Send ratings Opik has not confirmed yet (after an outage, too); returns how many it took."""

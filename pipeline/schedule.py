@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from babel import dates
+
+from pipeline import i18n
+from pipeline.i18n import N_, _
 from pipeline.replies import Button, Para, Reply
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -36,7 +40,7 @@ _DAY_WORDS = {
 
 @dataclass(frozen=True)
 class Preset:
-    """A one-tap schedule from the menu."""
+    """A one-tap schedule from the menu (`label` is marked for the catalog, with the time as `{time}`)."""
 
     label: str
     at: time
@@ -44,9 +48,9 @@ class Preset:
 
 
 PRESETS: dict[int, Preset] = {
-    1: Preset("☀️ Every morning 08:00", time(8, 0), EVERY_DAY),
-    2: Preset("🌙 Every evening 20:00", time(20, 0), EVERY_DAY),
-    3: Preset("💼 Weekdays 08:00", time(8, 0), WEEKDAYS),
+    1: Preset(N_("☀️ Every morning {time}"), time(8, 0), EVERY_DAY),
+    2: Preset(N_("🌙 Every evening {time}"), time(20, 0), EVERY_DAY),
+    3: Preset(N_("💼 Weekdays {time}"), time(8, 0), WEEKDAYS),
 }
 CUSTOM = 0
 
@@ -59,14 +63,14 @@ def parse_time(text: str) -> time:
     """"07:30", "7:30", "19.00", "7", "7pm" -> a time of day."""
     match = _TIME_RE.match(text.strip())
     if match is None:
-        raise ScheduleError(f"“{text[:20]}” is not a time: use HH:MM, e.g. 07:30 or 19:00")
+        raise ScheduleError(_("“{text}” is not a time: use HH:MM, e.g. 07:30 or 19:00", text=text[:20]))
     hour, minute, half = int(match.group(1)), int(match.group(2) or 0), (match.group(3) or "").lower()
     if half:
         if not 1 <= hour <= 12:
-            raise ScheduleError("with am/pm the hour goes from 1 to 12")
+            raise ScheduleError(_("with am/pm the hour goes from 1 to 12"))
         hour = hour % 12 + (12 if half == "pm" else 0)
     if hour > 23 or minute > 59:
-        raise ScheduleError(f"“{text[:20]}” is not a time of day: hours 0–23, minutes 0–59")
+        raise ScheduleError(_("“{text}” is not a time of day: hours 0–23, minutes 0–59", text=text[:20]))
     return time(hour, minute)
 
 
@@ -85,7 +89,7 @@ def parse_days(text: str) -> int:
             mask |= _DAY_WORDS[part]
             continue
         if "-" in part:
-            first, _, last = part.partition("-")
+            first, _dash, last = part.partition("-")
             a, b = _day_index(first), _day_index(last)
             span = range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)]
             for index in span:
@@ -97,20 +101,32 @@ def parse_days(text: str) -> int:
 
 def _day_index(word: str) -> int:
     key = word[:3]
-    if len(word) < 2 or key not in DAY_NAMES:
-        raise ScheduleError(f"“{word[:12]}” is not a day: use mon, tue, wed, thu, fri, sat, sun")
-    return DAY_NAMES.index(key)
+    if len(word) >= 2 and key in DAY_NAMES:
+        return DAY_NAMES.index(key)
+    local = _local_days().get(word.strip(".").lower())
+    if local is None:
+        raise ScheduleError(_("“{word}” is not a day: use mon, tue, wed, thu, fri, sat, sun", word=word[:12]))
+    return local
+
+
+def _local_days() -> dict[str, int]:
+    """The user's language's day names, wide and abbreviated ("mo", "montag", "lun"…) -> index (Monday 0)."""
+    found: dict[str, int] = {}
+    for width in ("wide", "abbreviated", "short"):
+        for index, name in dates.get_day_names(width, locale=i18n.locale()).items():
+            found.setdefault(name.strip(".").lower(), index)
+    return found
 
 
 def parse_checkin(text: str) -> tuple[time, int]:
     """"19:00 mon,wed,fri" -> (19:00, mask); the days are optional (every day)."""
     parts = text.strip().split(maxsplit=1)
     if not parts:
-        raise ScheduleError("give a time, e.g. /checkin 07:30 or /checkin 19:00 mon,wed,fri")
+        raise ScheduleError(_("give a time, e.g. /checkin 07:30 or /checkin 19:00 mon,wed,fri"))
     at = parse_time(parts[0])
     days = parse_days(parts[1]) if len(parts) > 1 else EVERY_DAY
     if days == 0:
-        raise ScheduleError("give at least one day")
+        raise ScheduleError(_("give at least one day"))
     return at, days
 
 
@@ -118,29 +134,26 @@ def parse_range(text: str) -> tuple[time, time]:
     """"22:00-07:00" -> (22:00, 07:00)."""
     first, sep, last = text.replace("–", "-").partition("-")
     if not sep:
-        raise ScheduleError("give a range, e.g. /quiet 22:00-07:00")
+        raise ScheduleError(_("give a range, e.g. /quiet 22:00-07:00"))
     return parse_time(first), parse_time(last)
 
 
 def format_time(at: time) -> str:
-    """07:30."""
+    """07:30 (as stored; `i18n.format_time` writes a time for the user)."""
     return at.strftime("%H:%M")
 
 
-def describe_days(days: int) -> str:
-    """"every day", "on weekdays", "on Mon, Wed, Fri"."""
-    if days == EVERY_DAY:
-        return "every day"
-    if days == WEEKDAYS:
-        return "on weekdays"
-    if days == WEEKENDS:
-        return "at weekends"
-    return "on " + ", ".join(DAY_NAMES[i].capitalize() for i in range(7) if days & (1 << i))
-
-
 def describe(at: time, days: int) -> str:
-    """"every day at 08:00"."""
-    return f"{describe_days(days)} at {format_time(at)}"
+    """"every day at 08:00", "on Mon, Wed, Fri at 19:00", in the user's language."""
+    shown = i18n.format_time(at)
+    if days == EVERY_DAY:
+        return _("every day at {time}", time=shown)
+    if days == WEEKDAYS:
+        return _("on weekdays at {time}", time=shown)
+    if days == WEEKENDS:
+        return _("at weekends at {time}", time=shown)
+    names = dates.get_day_names("abbreviated", locale=i18n.locale())
+    return _("on {days} at {time}", days=", ".join(names[i] for i in range(7) if days & (1 << i)), time=shown)
 
 
 def wall_instant(day: date, at: time, zone: ZoneInfo) -> datetime:
@@ -191,14 +204,14 @@ def quiet_end(now: datetime, zone: str, end: time) -> datetime:
     return found
 
 
-ASK_WHEN = "When should I check in? Pick a time, or choose Custom to set your own (any time, any days)."
+ASK_WHEN = N_("When should I check in? Pick a time, or choose Custom to set your own (any time, any days).")
 
 
 def schedule_menu(current: str | None = None) -> Reply:
     """"When should I check in?" with the presets and Custom (shown after a plan is accepted and by /checkin)."""
-    paras = [Para(ASK_WHEN)]
+    paras = [Para(_(ASK_WHEN))]
     if current:
         paras.insert(0, Para(current))
-    rows = [[Button(p.label, "checkin_set", key)] for key, p in PRESETS.items()]
-    rows.append([Button("✏️ Custom", "checkin_set", CUSTOM)])
+    rows = [[Button(_(p.label, time=i18n.format_time(p.at)), "checkin_set", key)] for key, p in PRESETS.items()]
+    rows.append([Button(_("✏️ Custom"), "checkin_set", CUSTOM)])
     return Reply(paras=paras, buttons=rows)

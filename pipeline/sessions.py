@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from pipeline.i18n import N_, _, use_locale
 from pipeline.replies import Para, Reply
 from pipeline.speaker import Speaker
 from storage import turns, users
 from storage.db import Database
 
-SESSION_PROMPT = "How was this session? Tap a star: it helps me coach you better."
+SESSION_PROMPT = N_("How was this session? Tap a star: it helps me coach you better.")
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,10 @@ class Sessions:
                 recently = user.session_prompted_at and now - user.session_prompted_at < timedelta(days=1)
                 allowed = not self.allowed or user.telegram_id in self.allowed
                 if coached >= 2 and not recently and not user.blocked and allowed:
-                    turn = await turns.add_turn(session=session, user=user, role="coach", kind="session",
-                                                text=SESSION_PROMPT)
+                    with use_locale(user.language):
+                        text = _(SESSION_PROMPT)
+                    turn = await turns.add_turn(session=session, user=user, role="coach", kind="session", text=text)
                     user.session_prompted_at = now
-                    prompt = Reply(paras=[Para(SESSION_PROMPT)], kind="session", turn_id=turn.id)
+                    prompt = Reply(paras=[Para(text)], kind="session", turn_id=turn.id)
                 closed.append(ClosedThread(Speaker(user.telegram_id, user.chat_id), user.id, user.thread_id, prompt))
         return closed

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pipeline import logcontext
+from pipeline import i18n, logcontext
 from pipeline.streaming import DraftSink
 from storage import users
 from storage.models import User
@@ -43,7 +43,8 @@ def clean_text(text: str) -> str:
 async def load(session: AsyncSession, speaker: Speaker) -> User:
     """The speaker's user row (created on first contact), tagged on the task's log lines."""
     user = await users.get_or_create_user(session=session, telegram_id=speaker.telegram_id,
-                                          chat_id=speaker.chat_id, language_code=speaker.language_code)
+                                          chat_id=speaker.chat_id, language_code=speaker.language_code,
+                                          language=i18n.nearest(speaker.language_code))
     return seen(session, user)
 
 
@@ -51,13 +52,15 @@ async def load_awaiting(session: AsyncSession, speaker: Speaker) -> tuple[User, 
     """The speaker's user row and what a check-in waits for from them, in one query."""
     user, awaiting = await users.get_or_create_user_awaiting(
         session=session, telegram_id=speaker.telegram_id, chat_id=speaker.chat_id,
-        language_code=speaker.language_code)
+        language_code=speaker.language_code, language=i18n.nearest(speaker.language_code))
     return seen(session, user), awaiting
 
 
 def seen(session: AsyncSession, user: User) -> User:
-    """A user who writes to us no longer blocks the bot; log lines of this task carry their opaque id."""
+    """A user who writes to us no longer blocks the bot; log lines of this task carry their opaque id, and its
+    texts are in the user's language (the stored setting: the bot's guess before the row was read may be stale)."""
     logcontext.set_user(user.opaque_id)
+    i18n.set_locale(user.language)
     if user.blocked:
         user.blocked = False
         session.add(user)

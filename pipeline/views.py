@@ -7,7 +7,7 @@ from datetime import date
 
 from google.genai import types
 
-from pipeline.i18n import _
+from pipeline.i18n import _, format_date
 from pipeline.llm import model_content, user_content
 from pipeline.replies import Button, Para, Reply
 from storage.models import Goal, Milestone, Plan, ProgressEntry, Resolution, Turn
@@ -91,14 +91,23 @@ def history_contents(history: list[Turn], *, upto: Turn) -> list[types.Content]:
 
 
 
+def _day(value: object) -> str:
+    """An ISO date from a plan as the user's language writes it (left as it is when it is not a date)."""
+    try:
+        return format_date(value if isinstance(value, date) else date.fromisoformat(str(value)))
+    except ValueError:
+        return str(value)
+
+
 def resolution_reply(resolution: Resolution, *, turn_id: int | None = None) -> Reply:
     """The resolution as a message."""
     return Reply(
         paras=[
-            Para(f"🎯 Your resolution\n{resolution.statement}", heading=True),
-            Para(f"Why: {resolution.why}"),
-            Para(f"Success metric: {resolution.metric}\nDeadline: {resolution.deadline.isoformat()}"),
-            Para(f"Strategy: {resolution.strategy}"),
+            Para(_("🎯 Your resolution") + "\n" + resolution.statement, heading=True),
+            Para(_("Why: {why}", why=resolution.why)),
+            Para(_("Success metric: {metric}", metric=resolution.metric) + "\n"
+                 + _("Deadline: {date}", date=_day(resolution.deadline))),
+            Para(_("Strategy: {strategy}", strategy=resolution.strategy)),
             *([Para(_("⚠️ Why I changed your target: {note}", note=resolution.safety_note))]
               if resolution.safety_note else []),
         ],
@@ -110,20 +119,22 @@ def resolution_reply(resolution: Resolution, *, turn_id: int | None = None) -> R
 
 def plan_reply(plan: Plan, milestones: list[Milestone]) -> Reply:
     """The plan as a message, with Accept · Regenerate · Adjust while it is a draft."""
-    status = "accepted" if plan.status == "accepted" else "draft"
-    paras = [Para(f"🗺 Your plan (version {plan.version}, {status})\n{plan.summary}", heading=True)]
+    heading = (_("🗺 Your plan (version {version}, accepted)", version=plan.version) if plan.status == "accepted"
+               else _("🗺 Your plan (version {version}, draft)", version=plan.version))
+    paras = [Para(f"{heading}\n{plan.summary}", heading=True)]
     for phase in plan.phases:
         actions = "\n".join(f"• {a}" for a in phase.get("weekly_actions", []))
         paras.append(Para(
-            f"{phase.get('name')} · {phase.get('start_date')} → {phase.get('end_date')}\n"
-            f"Focus: {phase.get('focus')}\nEvery week:\n{actions}",
+            f"{phase.get('name')} · {_day(phase.get('start_date'))} → {_day(phase.get('end_date'))}\n"
+            + _("Focus: {focus}", focus=phase.get("focus")) + "\n" + _("Every week:") + f"\n{actions}",
             heading=True,
         ))
     if milestones:
-        lines = "\n".join(f"• {s.target_date.isoformat()} {s.title}: {s.criterion}" for s in milestones)
-        paras.append(Para(f"Milestones\n{lines}", heading=True))
+        lines = "\n".join(f"• {_day(s.target_date)} {s.title}: {s.criterion}" for s in milestones)
+        paras.append(Para(_("Milestones") + f"\n{lines}", heading=True))
     buttons: list[list[Button]] = []
     if plan.status == "draft":
-        buttons = [[Button("✅ Accept", "accept", plan.id or 0), Button("🔄 Regenerate", "regenerate", plan.id or 0),
-                    Button("✏️ Adjust", "adjust", plan.id or 0)]]
+        ref = plan.id or 0
+        buttons = [[Button(_("✅ Accept"), "accept", ref), Button(_("🔄 Regenerate"), "regenerate", ref),
+                    Button(_("✏️ Adjust"), "adjust", ref)]]
     return Reply(paras=paras, kind="plan", buttons=buttons)

@@ -56,7 +56,8 @@ class User(SQLModel, table=True):
     telegram_id: int = Field(sa_column=Column(BigInteger, unique=True, nullable=False, index=True))
     chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))
     opaque_id: str = Field(max_length=36, unique=True)
-    language_code: str | None = Field(default=None, max_length=16)
+    language_code: str | None = Field(default=None, max_length=16)  # the Telegram client's, as last seen
+    language: str = Field(default="en", max_length=8)  # the catalog language Rein writes in (/language)
     stage: str = Field(default=Stage.NEW, max_length=20)
     active_goal_id: int | None = Field(default=None)
     clarify_rounds: int = 0

@@ -27,12 +27,22 @@ ACTIVITY_RESOLUTION = timedelta(seconds=60)
 
 
 async def get_or_create_user(
-    *, session: AsyncSession, telegram_id: int, chat_id: int, language_code: str | None = None
+    *, session: AsyncSession, telegram_id: int, chat_id: int, language_code: str | None = None,
+    language: str = "en",
 ) -> User:
-    """The user with this Telegram id, created on first contact; `last_active_at` is refreshed."""
+    """The user with this Telegram id, created on first contact (speaking `language`); `last_active_at` is
+    refreshed."""
     user = await get_user(session=session, telegram_id=telegram_id)
     return await _refresh_or_create(session, user, telegram_id=telegram_id, chat_id=chat_id,
-                                    language_code=language_code)
+                                    language_code=language_code, language=language)
+
+
+_LANGUAGE = select(col(User.language)).where(col(User.telegram_id) == bindparam("telegram_id"))
+
+
+async def get_language(*, session: AsyncSession, telegram_id: int) -> str | None:
+    """The language stored for this Telegram user (None for someone Rein does not know)."""
+    return (await session.execute(_LANGUAGE, {"telegram_id": telegram_id})).scalar_one_or_none()
 
 
 # The statements of every coaching turn, built once (bound parameters): building a statement and its cache
@@ -45,18 +55,19 @@ _USER_AWAITING = (
 
 
 async def get_or_create_user_awaiting(
-    *, session: AsyncSession, telegram_id: int, chat_id: int, language_code: str | None = None
+    *, session: AsyncSession, telegram_id: int, chat_id: int, language_code: str | None = None,
+    language: str = "en",
 ) -> tuple[User, str | None]:
     """As `get_or_create_user`, with what a check-in waits for from the user (`checkin_prefs.awaiting`,
     usually None) read in the same query: the text hot path's one read of the user."""
     row = (await session.execute(_USER_AWAITING, {"telegram_id": telegram_id})).first()
     user = await _refresh_or_create(session, row[0] if row else None, telegram_id=telegram_id, chat_id=chat_id,
-                        language_code=language_code)
+                                    language_code=language_code, language=language)
     return user, row[1] if row else None
 
 
 async def _refresh_or_create(session: AsyncSession, user: User | None, *, telegram_id: int, chat_id: int,
-                 language_code: str | None) -> User:
+                             language_code: str | None, language: str) -> User:
     """The user as found, created when not found; what changed about them is updated."""
     now = utcnow()
     if user is None:
@@ -67,6 +78,7 @@ async def _refresh_or_create(session: AsyncSession, user: User | None, *, telegr
             opaque_id=opaque,
             thread_id=new_thread_id(opaque),
             language_code=language_code,
+            language=language,
         )
         session.add(user)
         await session.flush()

@@ -36,7 +36,7 @@ async def test_two_variants_are_compared_side_by_side(bot_api, gemini, sqlite_ur
         row = next(line for line in lines if line.startswith(f"{name} "))
         assert len(row.split()) == 4
     systems = {r.system for r in gemini.requests}
-    assert prompts.PLAN.text in systems and prompts.PLAN_V2.text in systems
+    assert prompts.answering(prompts.PLAN.text) in systems and prompts.answering(prompts.PLAN_V2.text) in systems
     judged = [r for r in gemini.requests if "strict evaluator" in r.system]
     assert len(judged) == 2 * 2 * 3, "resolution and plan judged for each goal and variant"
     assert "plan_valid " in output and "language_match " in output and "safety " in output

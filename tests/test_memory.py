@@ -23,7 +23,7 @@ async def test_a_summary_is_made_used_traced_and_counted(bot_api, gemini, databa
     h = Harness(app, bot_api, gemini)
 
     def answers(request):
-        if request.system == prompts.CLARIFY.text:
+        if request.system == prompts.answering(prompts.CLARIFY.text):
             return {"enough_information": True, "missing": [], "question": ""}
         if request.system == prompts.SUMMARY.text:
             return SUMMARY

@@ -10,7 +10,7 @@ import opik
 import pytest
 from sqlalchemy import select
 
-from pipeline import plan_rules, prompts
+from pipeline import i18n, plan_rules, prompts
 from pipeline.schemas import PlanDraft
 from storage.models import Judgement, Plan, Resolution, Turn
 from tests.conftest import Harness, make_settings, start_bot, stop_bot
@@ -116,6 +116,11 @@ def live(days: int) -> str:
     return (date.today() + timedelta(days=days)).isoformat()
 
 
+def shown(iso: str) -> str:
+    """A plan's ISO date as an English user reads it in a message."""
+    return i18n.format_date(date.fromisoformat(iso))
+
+
 LIVE_GOOD = [(live(0), live(29)), (live(30), live(59))]
 
 
@@ -133,8 +138,9 @@ async def test_a_broken_plan_is_rewritten_once_with_the_reason(harness: Harness)
                          plan(LIVE_GOOD, [live(29), live(59)]))
     sent = await _goal(harness)
     assert "Your resolution" in sent[0].text and "Your plan" in sent[1].text
-    assert f"{live(0)} → {live(29)}" in sent[1].text and f"{live(30)} → {live(59)}" in sent[1].text
-    plan_requests = [r for r in harness.gemini.requests if r.system == prompts.PLAN.text]
+    assert f"{shown(live(0))} → {shown(live(29))}" in sent[1].text
+    assert f"{shown(live(30))} → {shown(live(59))}" in sent[1].text
+    plan_requests = [r for r in harness.gemini.requests if r.system == prompts.answering(prompts.PLAN.text)]
     assert len(plan_requests) == 2
     retry = plan_requests[1].last_user_text
     assert "rejected because" in retry and "a gap of 29 day(s)" in retry
@@ -155,8 +161,8 @@ async def test_a_resolution_with_a_past_deadline_is_rewritten(harness: Harness) 
     """A deadline before today goes back to the model once; the resolution shown has the corrected one."""
     harness.gemini.queue(ENOUGH, resolution(live(-3)), resolution(live(59)), plan(LIVE_GOOD, [live(29), live(59)]))
     sent = await _goal(harness)
-    assert f"Deadline: {live(59)}" in sent[0].text
-    requests = [r for r in harness.gemini.requests if r.system == prompts.RESOLUTION.text]
+    assert f"Deadline: {shown(live(59))}" in sent[0].text
+    requests = [r for r in harness.gemini.requests if r.system == prompts.answering(prompts.RESOLUTION.text)]
     assert len(requests) == 2 and "is not after today" in requests[1].last_user_text
 
 
@@ -166,7 +172,8 @@ async def test_an_unsafe_target_is_steered_and_the_reason_shown(harness: Harness
     harness.gemini.queue(ENOUGH, resolution(live(59), note=note), plan(LIVE_GOOD, [live(29), live(59)]))
     sent = await _goal(harness, "Lose 10 kg in two weeks for a wedding")
     assert "Why I changed your target: " + note in sent[0].text
-    resolution_prompt = next(r for r in harness.gemini.requests if r.system == prompts.RESOLUTION.text)
+    resolution_prompt = next(r for r in harness.gemini.requests
+                             if r.system == prompts.answering(prompts.RESOLUTION.text))
     assert "1 kg" in resolution_prompt.system and "gambling" in resolution_prompt.system
     async with harness.services.db.session() as session:
         stored = (await session.scalars(select(Resolution))).one()
@@ -194,7 +201,7 @@ async def test_a_plan_judged_unsafe_is_rewritten_and_both_attempts_are_traced(bo
             await h.services.drain()
             trees = recorded.trace_trees
         assert "Your plan" in sent[-1].text
-        plan_requests = [r for r in gemini.requests if r.system == prompts.PLAN.text]
+        plan_requests = [r for r in gemini.requests if r.system == prompts.answering(prompts.PLAN.text)]
         assert len(plan_requests) == 2 and "not safe (0.10): safe reason" in plan_requests[1].last_user_text
         async with h.services.db.session() as session:
             plan_turn = (await session.scalars(select(Turn).where(Turn.kind == "plan"))).one()

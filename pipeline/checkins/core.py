@@ -9,9 +9,10 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pipeline import prompts, views
+from pipeline import i18n, prompts, views
 from pipeline.coaching import context_contents
 from pipeline.guard import OutputGuard
+from pipeline.i18n import _
 from pipeline.llm import LLMError, user_content
 from pipeline.replies import Reply
 from pipeline.schedule import SUNDAY, describe, format_time, in_quiet, next_occurrence, parse_range, parse_time
@@ -28,8 +29,8 @@ AWAIT_WINDOW = timedelta(minutes=30)
 
 
 def local_label(instant: datetime, zone: str) -> str:
-    """"Sun 29 Nov, 08:00" in the zone."""
-    return instant.astimezone(ZoneInfo(zone)).strftime("%a %d %b, %H:%M")
+    """"Sun 29 Nov, 08:00" in the zone, as the user's language writes it."""
+    return i18n.format_datetime(instant.astimezone(ZoneInfo(zone)))
 
 
 def this_weeks_actions(plan: Any, today: date) -> list[str]:
@@ -135,17 +136,17 @@ class CheckinCore:
                                  local_time=format_time(self.review_at(prefs)), days=SUNDAY, next_due_at=None)
         rows = await self.reschedule(session, user, prefs, self.clock())
         first = next(r.next_due_at for r in rows if r.kind == "checkin")
-        text = f"Done: I'll check in {describe(at, days)} ({user.timezone})."
+        parts = [_("Done: I'll check in {when} ({zone}).", when=describe(at, days), zone=user.timezone)]
         if first is not None:
-            text += f" The first one: {local_label(first, user.timezone)}."
+            parts.append(_("The first one: {when}.", when=local_label(first, user.timezone)))
         else:
-            text += " They're paused for now: /resume turns them on."
+            parts.append(_("They're paused for now: /resume turns them on."))
         start, end = self.quiet(prefs)
         if in_quiet(at, start, end):
-            text += (f" That's inside your quiet hours ({format_time(start)}–{format_time(end)}), but you chose it, "
-                     "so it still comes.")
-        text += " On Sunday evenings I'll also send a short weekly review. /pause or /checkin off stop them."
-        return Reply.plain(text)
+            parts.append(_("That's inside your quiet hours ({start}–{end}), but you chose it, so it still comes.",
+                           start=i18n.format_time(start), end=i18n.format_time(end)))
+        parts.append(_("On Sunday evenings I'll also send a short weekly review. /pause or /checkin off stop them."))
+        return Reply.plain(" ".join(parts))
 
     # ----- the coach's material and texts ------------------------------------------------------------
 
@@ -188,7 +189,8 @@ class CheckinCore:
                                       metadata={"prompt": prompt.version}, tags=[kind]) as step:
                 try:
                     text = self.guard.check(await step.text(
-                        system=prompt.text, contents=[*context_contents(context), user_content(request)],
+                        system=prompts.writing(prompt.text),
+                        contents=[*context_contents(context), user_content(request)],
                         drafts=drafts, guard=self.guard), user=owner.opaque_id)
                 except LLMError as exc:
                     logger.warning("checkin.llm_failed kind=%s error=%s", kind, exc.kind)

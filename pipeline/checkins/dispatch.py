@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 from pipeline import prompts
 from pipeline.checkins.core import CheckinCore
+from pipeline.i18n import N_, _, use_locale
 from pipeline.replies import Button, Para, Reply
 from pipeline.schedule import in_quiet, latest_occurrence, next_occurrence, parse_time, quiet_end
 from pipeline.steps import Owner
@@ -36,8 +37,9 @@ from storage.models import CheckinPrefs, CheckinSchedule, Turn, User, utcnow
 logger = logging.getLogger(__name__)
 
 ON_TIME = timedelta(minutes=10)  # a send this late still counts as on time (quiet hours)
-FALLBACK_CHECKIN = "Time for your check-in! How did your plan go since we last spoke?"
-FALLBACK_REVIEW = "Your week in review: thanks for checking in. What is one thing you want to do differently next week?"
+FALLBACK_CHECKIN = N_("Time for your check-in! How did your plan go since we last spoke?")
+FALLBACK_REVIEW = N_("Your week in review: thanks for checking in. What is one thing you want to do differently "
+                     "next week?")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Claimed:
     chat_id: int
     zone: str
     turn_id: int | None = None
+    language: str = "en"  # the user's language: the item is written and labelled in it
 
 
 @dataclass
@@ -162,7 +165,7 @@ class Dispatch:
         if send_id is None:
             return None
         return Claimed(send_id=send_id, kind=row.kind, due_at=due_at, user_id=user.id or 0,
-                       telegram_id=user.telegram_id, chat_id=user.chat_id, zone=zone)
+                       telegram_id=user.telegram_id, chat_id=user.chat_id, zone=zone, language=user.language)
 
     async def recover(self, now: datetime, limit: int) -> list[Claimed]:
         """Sends an earlier pass claimed and never finished: those never handed to Telegram come back to be
@@ -180,14 +183,19 @@ class Dispatch:
                 else:
                     items.append(Claimed(send_id=send.id, kind=send.kind, due_at=send.due_at, user_id=user.id or 0,
                                          telegram_id=user.telegram_id, chat_id=user.chat_id,
-                                         zone=user.timezone or "UTC", turn_id=send.turn_id))
+                                         zone=user.timezone or "UTC", turn_id=send.turn_id,
+                                         language=user.language))
         if items:
             logger.info("checkin.recovering count=%d", len(items))
         return items
 
     async def prepare(self, item: Claimed) -> Reply | None:
         """Write the check-in (or weekly review) and store it as the coach's turn; None when the user is gone.
-        Raises only what the caller records as the item's failure."""
+        Raises only what the caller records as the item's failure. Everything is in the user's language."""
+        with use_locale(item.language):
+            return await self._prepare(item)
+
+    async def _prepare(self, item: Claimed) -> Reply | None:
         if item.turn_id is not None:  # recovered: the text was written and stored before
             async with self.db.session() as session:
                 stored = await turns.get_turn(session=session, turn_id=item.turn_id, user_id=item.user_id)
@@ -225,9 +233,9 @@ class Dispatch:
             results = ", ".join(f"{e.local_date.strftime('%a')}: {e.status}" + (f" ({e.note})" if e.note else "")
                                 for e in week) or "no check-ins answered"
             request = f"{today}\nThis week's check-ins: {results}. Streak: {streak}."
-            return await self.core.write("review", owner, prompts.REVIEW, context, request, FALLBACK_REVIEW)
+            return await self.core.write("review", owner, prompts.REVIEW, context, request, _(FALLBACK_REVIEW))
         request = f"{today}\nStreak: {streak} check-ins in a row. Write today's check-in."
-        return await self.core.write("checkin", owner, prompts.CHECKIN, context, request, FALLBACK_CHECKIN)
+        return await self.core.write("checkin", owner, prompts.CHECKIN, context, request, _(FALLBACK_CHECKIN))
 
     @staticmethod
     def _message(kind: str, turn: Turn) -> Reply:
@@ -235,9 +243,9 @@ class Dispatch:
         ref = turn.id or 0
         buttons = []
         if _turn_kind(kind) == "checkin":
-            buttons = [[Button("✅ Done", "checkin_done", ref), Button("🟡 Partly", "checkin_partly", ref),
-                        Button("❌ Missed", "checkin_missed", ref)],
-                       [Button("⏰ Snooze 1 h", "checkin_snooze", ref)]]
+            buttons = [[Button(_("✅ Done"), "checkin_done", ref), Button(_("🟡 Partly"), "checkin_partly", ref),
+                        Button(_("❌ Missed"), "checkin_missed", ref)],
+                       [Button(_("⏰ Snooze 1 h"), "checkin_snooze", ref)]]
         return Reply(paras=[Para(turn.text)], kind=_turn_kind(kind), turn_id=turn.id, buttons=buttons)
 
     async def start_sending(self, send_id: int) -> bool:

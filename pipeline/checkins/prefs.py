@@ -7,8 +7,9 @@ from datetime import time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pipeline import speaker
+from pipeline import i18n, speaker
 from pipeline.checkins.core import CheckinCore, local_label
+from pipeline.i18n import N_, _, ngettext
 from pipeline.replies import Reply
 from pipeline.schedule import (
     CUSTOM,
@@ -28,12 +29,12 @@ from storage import checkins as store
 from storage import users
 from storage.models import CheckinPrefs, User, utcnow
 
-ASK_ZONE = (
+ASK_ZONE = N_(
     "Which time zone are you in? Send your city (e.g. Berlin or São Paulo), a zone name like "
     "Europe/Berlin, or share your location (📎 → Location)."
 )
-ASK_CUSTOM = "Send the time, and the days if not every day, e.g. 07:30 or 19:00 mon,wed,fri."
-NO_CHECKINS = "You have no check-ins set. /checkin sets them."
+ASK_CUSTOM = N_("Send the time, and the days if not every day, e.g. 07:30 or 19:00 mon,wed,fri.")
+NO_CHECKINS = N_("You have no check-ins set. /checkin sets them.")
 # A custom time waiting for the zone is kept in `awaiting_ref` as CUSTOM_BASE + minutes * 128 + days.
 CUSTOM_BASE = 1000
 
@@ -43,8 +44,8 @@ def _custom_ref(at: time, days: int) -> int:
 
 
 def _unknown_zone(text: str) -> str:
-    return (f"I don't know the time zone of “{text.strip()[:40]}”. Try a bigger city nearby, a zone name like "
-            "America/New_York, or share your location.")
+    return _("I don't know the time zone of “{place}”. Try a bigger city nearby, a zone name like "
+             "America/New_York, or share your location.", place=text.strip()[:40])
 
 
 class Preferences:
@@ -62,10 +63,11 @@ class Preferences:
             prefs = await store.find_prefs(session=session, user_id=user.id or 0)
         current = None
         if row is not None:
-            current = f"Your check-ins: {describe(parse_time(row.local_time), row.days)} ({user.timezone or 'UTC'})."
+            current = _("Your check-ins: {when} ({zone}).", when=describe(parse_time(row.local_time), row.days),
+                        zone=user.timezone or "UTC")
             if prefs is not None and (prefs.paused or (prefs.paused_until and prefs.paused_until > self.core.clock())):
-                current += " Paused: /resume turns them back on."
-            current += " /checkin off stops them."
+                current += " " + _("Paused: /resume turns them back on.")
+            current += " " + _("/checkin off stops them.")
         return [schedule_menu(current)]
 
     async def choose(self, who: Speaker, preset: int) -> list[Reply]:
@@ -75,13 +77,13 @@ class Preferences:
             prefs = await store.get_prefs(session=session, user_id=user.id or 0)
             if preset == CUSTOM:
                 self.core.expect(prefs, "custom", None)
-                return [Reply.plain(ASK_CUSTOM)]
+                return [Reply.plain(_(ASK_CUSTOM))]
             choice = PRESETS.get(preset)
             if choice is None:
-                return [Reply.plain("This button has expired. /checkin shows the choices.")]
+                return [Reply.plain(_("This button has expired. /checkin shows the choices."))]
             if user.timezone is None:
                 self.core.expect(prefs, "timezone", preset)
-                return [Reply.plain(ASK_ZONE)]
+                return [Reply.plain(_(ASK_ZONE))]
             return [await self.core.apply(session, user, prefs, choice.at, choice.days)]
 
     async def command(self, who: Speaker, args: str) -> list[Reply]:
@@ -95,18 +97,18 @@ class Preferences:
                 gone = await store.drop_schedules(session=session, user_id=user.id or 0,
                                                   kinds=("checkin", "review", "snooze"))
             if not gone:
-                return [Reply.plain(NO_CHECKINS)]
-            return [Reply.plain("Check-ins are off. /checkin turns them on again whenever you like.")]
+                return [Reply.plain(_(NO_CHECKINS))]
+            return [Reply.plain(_("Check-ins are off. /checkin turns them on again whenever you like."))]
         try:
             at, days = parse_checkin(args)
         except ScheduleError as exc:
-            return [Reply.plain(f"Sorry, {exc}.")]
+            return [Reply.plain(_("Sorry, {problem}.", problem=exc))]
         async with self.db.session() as session:
             user = await speaker.load(session, who)
             prefs = await store.get_prefs(session=session, user_id=user.id or 0)
             if user.timezone is None:
                 self.core.expect(prefs, "timezone", _custom_ref(at, days))
-                return [Reply.plain(ASK_ZONE)]
+                return [Reply.plain(_(ASK_ZONE))]
             return [await self.core.apply(session, user, prefs, at, days)]
 
     async def timezone(self, who: Speaker, args: str) -> list[Reply]:
@@ -117,9 +119,9 @@ class Preferences:
             if not args.strip():
                 self.core.expect(prefs, "timezone", None)
                 now = self.core.clock()
-                known = (f"Your time zone is {user.timezone} (it's {local_label(now, user.timezone)} there). "
-                         if user.timezone else "")
-                return [Reply.plain(known + ASK_ZONE)]
+                known = (_("Your time zone is {zone} (it's {when} there).", zone=user.timezone,
+                           when=local_label(now, user.timezone)) + " " if user.timezone else "")
+                return [Reply.plain(known + _(ASK_ZONE))]
             zone = resolve(args)
             if zone is None:
                 return [Reply.plain(_unknown_zone(args))]
@@ -134,7 +136,7 @@ class Preferences:
             user, prefs = found
             zone = from_location(latitude, longitude)
             if zone is None:
-                return [Reply.plain("I couldn't tell the time zone of that place. Send your city instead.")]
+                return [Reply.plain(_("I couldn't tell the time zone of that place. Send your city instead."))]
             return await self._set_zone(session, user, prefs, zone)
 
     async def intercept(self, who: Speaker, text: str) -> list[Reply] | None:
@@ -159,7 +161,7 @@ class Preferences:
                     return None
                 entry.note = text[:1000]
                 session.add(entry)
-                return [Reply.plain("Noted. ✍️ /progress shows how your weeks are going.")]
+                return [Reply.plain(_("Noted. ✍️ /progress shows how your weeks are going."))]
             if awaiting == "timezone":
                 zone = resolve(text)
                 if zone is None:
@@ -168,18 +170,18 @@ class Preferences:
             try:
                 at, days = parse_checkin(text)
             except ScheduleError as exc:
-                return self._pass_on(session, prefs) if chatty else [Reply.plain(f"Sorry, {exc}.")]
+                return self._pass_on(session, prefs) if chatty else [Reply.plain(_("Sorry, {problem}.", problem=exc))]
             prefs.awaiting = None
             if user.timezone is None:
                 self.core.expect(prefs, "timezone", _custom_ref(at, days))
-                return [Reply.plain(ASK_ZONE)]
+                return [Reply.plain(_(ASK_ZONE))]
             return [await self.core.apply(session, user, prefs, at, days)]
 
     async def pause(self, who: Speaker, args: str) -> list[Reply]:
         """/pause [days]: no check-ins until /resume, or for that many days."""
         args = args.strip()
         if args and (not args.isdigit() or not 1 <= int(args) <= 365):
-            return [Reply.plain("Use /pause for a pause until /resume, or /pause 3 for three days (1–365).")]
+            return [Reply.plain(_("Use /pause for a pause until /resume, or /pause 3 for three days (1–365)."))]
         now = self.core.clock()
         async with self.db.session() as session:
             user = await speaker.load(session, who)
@@ -189,11 +191,13 @@ class Preferences:
                 prefs.paused_until = now + timedelta(days=int(args))
                 await self.core.reschedule(session, user, prefs, now)
                 until = local_label(prefs.paused_until, user.timezone or "UTC")
-                text = f"Check-ins paused for {args} day{'s' if args != '1' else ''}, until {until}. /resume ends it."
+                text = ngettext("Check-ins paused for {n} day, until {until}. /resume ends it.",
+                                "Check-ins paused for {n} days, until {until}. /resume ends it.", int(args),
+                                until=until)
             else:
                 prefs.paused, prefs.pause_reason, prefs.paused_until = True, "user", None
                 await self.core.reschedule(session, user, prefs, now)
-                text = "Check-ins paused. /resume turns them back on."
+                text = _("Check-ins paused. /resume turns them back on.")
             session.add(prefs)
         return [Reply.plain(text)]
 
@@ -208,9 +212,10 @@ class Preferences:
             rows = await self.core.reschedule(session, user, prefs, self.core.clock())
         checkin = next((r for r in rows if r.kind == "checkin"), None)
         if checkin is None or checkin.next_due_at is None:
-            return [Reply.plain(NO_CHECKINS)]
-        lead = "Check-ins are back on." if was_paused else "Check-ins weren't paused."
-        return [Reply.plain(f"{lead} Next: {local_label(checkin.next_due_at, user.timezone or 'UTC')}.")]
+            return [Reply.plain(_(NO_CHECKINS))]
+        lead = _("Check-ins are back on.") if was_paused else _("Check-ins weren't paused.")
+        return [Reply.plain(lead + " " + _("Next: {when}.", when=local_label(checkin.next_due_at,
+                                                                             user.timezone or "UTC")))]
 
     async def resume_after_block(self, who: Speaker) -> list[Reply]:
         """/start after the user had blocked the bot: their check-ins start again."""
@@ -226,7 +231,7 @@ class Preferences:
             rows = await self.core.reschedule(session, user, prefs, self.core.clock())
         if not any(r.kind == "checkin" and r.next_due_at for r in rows):
             return []
-        return [Reply.plain("Good to have you back. Your check-ins are on again (/pause stops them).")]
+        return [Reply.plain(_("Good to have you back. Your check-ins are on again (/pause stops them)."))]
 
     async def quiet(self, who: Speaker, args: str) -> list[Reply]:
         """/quiet [HH:MM-HH:MM | off]: the local hours in which Rein sends nothing unasked."""
@@ -236,23 +241,24 @@ class Preferences:
             prefs = await store.get_prefs(session=session, user_id=user.id or 0)
             if not args:
                 start, end = self.core.quiet(prefs)
-                state = "off" if start == end else f"{format_time(start)}–{format_time(end)}"
-                return [Reply.plain(f"Quiet hours: {state} (your local time). Change them with /quiet 22:00-07:00, "
-                                    "or /quiet off. A check-in you schedule inside them still comes.")]
+                state = _("off") if start == end else f"{i18n.format_time(start)}–{i18n.format_time(end)}"
+                return [Reply.plain(_("Quiet hours: {state} (your local time). Change them with /quiet 22:00-07:00, "
+                                      "or /quiet off. A check-in you schedule inside them still comes.", state=state))]
             if args == "off":
                 start = end = time(0, 0)
             else:
                 try:
                     start, end = parse_range(args)
                 except ScheduleError as exc:
-                    return [Reply.plain(f"Sorry, {exc}.")]
+                    return [Reply.plain(_("Sorry, {problem}.", problem=exc))]
             prefs.quiet_start, prefs.quiet_end = format_time(start), format_time(end)
             prefs.updated_at = utcnow()
             session.add(prefs)
             await self.core.reschedule(session, user, prefs, self.core.clock())
         if start == end:
-            return [Reply.plain("Quiet hours are off.")]
-        return [Reply.plain(f"Quiet hours set: {format_time(start)}–{format_time(end)} your time.")]
+            return [Reply.plain(_("Quiet hours are off."))]
+        return [Reply.plain(_("Quiet hours set: {start}–{end} your time.", start=i18n.format_time(start),
+                                      end=i18n.format_time(end)))]
 
     @staticmethod
     def _pass_on(session: Any, prefs: CheckinPrefs) -> list[Reply] | None:
@@ -268,8 +274,9 @@ class Preferences:
         session.add_all([user, prefs])
         await self.core.reschedule(session, user, prefs, self.core.clock())
         local = self.core.clock().astimezone(ZoneInfo(zone))
-        replies = [Reply.plain(f"Time zone set: {zone}. It's {local.strftime('%H:%M')} on {local.strftime('%A')} "
-                               "there now, if I got that right. (/timezone changes it.)")]
+        replies = [Reply.plain(_("Time zone set: {zone}. It's {time} on {weekday} there now, if I got that right. "
+                                 "(/timezone changes it.)", zone=zone, time=i18n.format_time(local),
+                                 weekday=i18n.format_weekday(local)))]
         if pending is not None and pending in PRESETS:
             replies.append(await self.core.apply(session, user, prefs, PRESETS[pending].at, PRESETS[pending].days))
         elif pending is not None and pending >= CUSTOM_BASE:

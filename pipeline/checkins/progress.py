@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from pipeline import speaker
 from pipeline.chart import ChartSpec, render_chart
 from pipeline.checkins.core import CheckinCore
+from pipeline.i18n import _, format_date, format_percent, ngettext
 from pipeline.replies import Button, Para, Reply
 from pipeline.speaker import Speaker
 from storage import checkins as store
@@ -31,7 +32,7 @@ class Progress:
     def rates(self) -> list[float | None]:
         """Completion per week (done = 1, partly = ½) over the check-ins sent; None without any."""
         out: list[float | None] = []
-        for _, done, partly, missed, sent in self.weeks:
+        for _monday, done, partly, missed, sent in self.weeks:
             total = max(sent, done + partly + missed)
             out.append((done + 0.5 * partly) / total if total else None)
         return out
@@ -54,26 +55,30 @@ class ProgressReport:
         async with self.db.session() as session:
             user = await speaker.load(session, who)
             data = await self.read(session, user, weeks)
-        lines = [f"Streak: {data.streak} check-in{'s' if data.streak != 1 else ''} in a row"
+        lines = [ngettext("Streak: {n} check-in in a row", "Streak: {n} check-ins in a row", data.streak)
                  + (" 🔥" if data.streak >= 3 else "")]
-        _, done, partly, missed, sent = data.weeks[-1]
-        lines.append(f"This week: {done} done · {partly} partly · {missed} missed"
-                     + (f" (of {sent} check-ins)" if sent else ""))
+        _monday, done, partly, missed, sent = data.weeks[-1]
+        week = _("This week: {done} done · {partly} partly · {missed} missed", done=done, partly=partly,
+                 missed=missed)
+        if sent:
+            week += " " + ngettext("(of {n} check-in)", "(of {n} check-ins)", sent)
+        lines.append(week)
         rates = data.rates()
-        lines.append("Last weeks: " + " · ".join("–" if r is None else f"{round(r * 100)}%" for r in rates))
+        lines.append(_("Last weeks: {rates}", rates=" · ".join("–" if r is None else format_percent(r)
+                                                                 for r in rates)))
         if data.milestones:
-            line = f"Milestones: {data.reached} of {data.milestones} reached"
+            line = _("Milestones: {reached} of {total} reached", reached=data.reached, total=data.milestones)
             if data.next_milestone is not None:
-                line += (f". Next: {data.next_milestone.title} by "
-                         f"{data.next_milestone.target_date.isoformat()}")
+                line += ". " + _("Next: {title} by {date}", title=data.next_milestone.title,
+                                 date=format_date(data.next_milestone.target_date))
             lines.append(line)
         if not any(r is not None for r in rates):
-            lines.append("No check-ins answered yet. /checkin sets when I ask.")
+            lines.append(_("No check-ins answered yet. /checkin sets when I ask."))
         buttons = []
         if data.next_milestone is not None and data.next_milestone.id is not None:
-            label = f"🏁 Reached: {data.next_milestone.title}"
+            label = _("🏁 Reached: {title}", title=data.next_milestone.title)
             buttons = [[Button(label[:60], "milestone", data.next_milestone.id)]]
-        reply = Reply(paras=[Para("📈 Your progress\n" + "\n".join(lines), heading=True)], buttons=buttons)
+        reply = Reply(paras=[Para(_("📈 Your progress") + "\n" + "\n".join(lines), heading=True)], buttons=buttons)
         return [reply], await render_chart(self.chart_spec(data))
 
     @staticmethod
