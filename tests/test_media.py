@@ -106,7 +106,8 @@ async def test_a_voice_note_is_heard_and_answered_like_a_typed_message(db_harnes
     [understand] = media_requests(h)
     assert inline_parts(understand) == [{"mimeType": "audio/ogg", "data": VOICE}]
     assert understand.schema is not None and "words" in json.dumps(understand.schema)
-    assert h.gemini.requests[-1].system == prompts.CLARIFY.text and f"Goal: {WORDS}" in h.gemini.requests[-1].user_texts
+    assert h.gemini.requests[-1].system == prompts.answering(prompts.CLARIFY.text)
+    assert f"Goal: {WORDS}" in h.gemini.requests[-1].user_texts
     assert question.text == "Sample question" and question.buttons(), "answered as a typed goal: a question"
     assert await user_turns(h, ANN) == [WORDS]
     export = json.loads((await h.say(ANN, "/export"))[0].file or b"")
