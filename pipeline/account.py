@@ -21,6 +21,8 @@ from storage.models import User
 
 logger = logging.getLogger(__name__)
 
+OPIK_WAIT_S = 15.0  # the longest /export waits for Opik's list of the user's traces
+
 
 class Account:
     """Export, erase, blocked."""
@@ -70,8 +72,9 @@ class Account:
             return
         summary: dict[str, Any] = {"project": tracer.project}
         try:
-            found = await asyncio.to_thread(tracer.user_traces, user.opaque_id, threads)
-        except Exception as exc:
+            found = await asyncio.wait_for(asyncio.to_thread(tracer.user_traces, user.opaque_id, threads),
+                                           OPIK_WAIT_S)
+        except Exception as exc:  # unreachable, failing or slow: the export says so and lists what the rows name
             logger.warning("account.opik_unreachable error=%s", type(exc).__name__)
             summary.update(reachable=False, threads=threads, traces_named_in_rows=traces)
             writer.value("opik", summary)

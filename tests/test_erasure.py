@@ -278,3 +278,20 @@ async def test_the_tracer_finds_and_deletes_a_users_traces_and_fails_loudly_whil
     await asyncio.to_thread(tracer.delete_traces, sorted(found), [thread])
     assert await asyncio.to_thread(tracer.user_traces, mine, [thread]) == {}
     assert theirs.id in opik_stub.traces_by_id() and thread in opik_stub.thread_deletes
+
+
+async def test_export_with_opik_unreachable_says_so_and_lists_what_the_rows_name(traced: Harness, opik_stub) -> None:
+    """With Opik's search failing, /export still arrives: its "opik" section says Opik was not reachable and lists
+    the user's threads and the trace ids their rows name."""
+    h = traced
+    await to_coaching(h, ANN)
+    ann = await user_row(h, ANN)
+    opik_stub.erasure_down = True
+    try:
+        sent = (await h.say(ANN, "/export"))[0]
+    finally:
+        opik_stub.erasure_down = False
+    data = json.loads(sent.file or b"")
+    assert data["opik"]["reachable"] is False and ann.thread_id in data["opik"]["threads"]
+    coach_traces = {t["trace_id"] for t in data["turns"] if t["role"] == "coach" and t["trace_id"]}
+    assert coach_traces and coach_traces <= set(data["opik"]["traces_named_in_rows"])
