@@ -35,11 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import date
 
-from babel import Locale, UnknownLocaleError
-from babel.dates import format_date, format_skeleton
-from babel.numbers import format_percent
+from babel.dates import format_skeleton
 
-from pipeline.i18n import DEFAULT, _, current, ngettext
+from pipeline.i18n import _, current, format_date, format_percent, locale, ngettext, use_locale
 
 WIDTH, HEIGHT, DPI = 1000, 500, 100
 TITLE_CHARS = 48  # the goal's text in the title is cut (at a word) to this many characters
@@ -91,32 +89,23 @@ def shorten(text: str, limit: int) -> str:
     return cut.rstrip(" ,;:.-") + "…"
 
 
-def babel_locale(code: str | None) -> Locale:
-    """The Babel locale of a catalog code ("de", "pt_BR"); English for one Babel does not know."""
-    try:
-        return Locale.parse(code or DEFAULT)
-    except (UnknownLocaleError, ValueError, TypeError):
-        return Locale.parse(DEFAULT)
-
-
 def chart_texts(spec: ChartSpec, code: str | None = None) -> ChartTexts:
     """The chart's texts for `spec` in the task's language (or `code`): catalog texts, Babel dates and numbers."""
-    locale = babel_locale(code or current())
-    title = (_("Progress: {goal}", goal=shorten(spec.goal, TITLE_CHARS)) if spec.goal
-             else _("Your progress"))
-    streak = ngettext("Streak: {n} check-in in a row", "Streak: {n} check-ins in a row", spec.streak)
-    weeks = [format_skeleton("MMMd", monday, locale=locale) for monday, _rate in spec.weeks]
-    bars = ["" if rate is None else format_percent(_clamp(rate), locale=locale) for _monday, rate in spec.weeks]
-    half = format_percent(GOOD, locale=locale)
-    milestone = None
-    if spec.milestone is not None:
-        name, when = spec.milestone
-        milestone = _("Next milestone: {title}", title=shorten(name, MILESTONE_CHARS)) + "\n" + format_date(
-            when, "medium", locale=locale)
-    return ChartTexts(title=title, streak=streak, week_labels=weeks, bar_labels=bars,
-                      axis=_("Check-ins done, by week"), ticks=[format_percent(t, locale=locale) for t in TICKS],
-                      legend=(f"≥ {half}", f"< {half}", _("no check-ins")),
-                      milestone=milestone, rtl=locale.character_order == "right-to-left")
+    with use_locale(code or current()):
+        title = (_("Progress: {goal}", goal=shorten(spec.goal, TITLE_CHARS)) if spec.goal
+                 else _("Your progress"))
+        streak = ngettext("Streak: {n} check-in in a row", "Streak: {n} check-ins in a row", spec.streak)
+        weeks = [format_skeleton("MMMd", monday, locale=locale()) for monday, _rate in spec.weeks]
+        bars = ["" if rate is None else format_percent(_clamp(rate)) for _monday, rate in spec.weeks]
+        half = format_percent(GOOD)
+        milestone = None
+        if spec.milestone is not None:
+            name, when = spec.milestone
+            milestone = _("Next milestone: {title}", title=shorten(name, MILESTONE_CHARS)) + "\n" + format_date(when)
+        return ChartTexts(title=title, streak=streak, week_labels=weeks, bar_labels=bars,
+                          axis=_("Check-ins done, by week"), ticks=[format_percent(t) for t in TICKS],
+                          legend=(f"≥ {half}", f"< {half}", _("no check-ins")), milestone=milestone,
+                          rtl=locale().character_order == "right-to-left")
 
 
 def _clamp(rate: float) -> float:

@@ -68,15 +68,16 @@ def test_odd_progress_still_draws_a_chart(case: ChartSpec) -> None:
 
 
 def test_the_texts_follow_the_locale() -> None:
-    """Week labels are the week's Monday as the locale writes it (Babel), percentages too; Arabic is right to
-    left; weeks without check-ins have no percentage."""
+    """Week labels are the week's Monday as the locale writes it (Babel), percentages too, texts from the catalog;
+    Arabic is right to left; weeks without check-ins have no percentage."""
     english, german, russian, arabic = (chart_texts(spec(), code) for code in ("en", "de", "ru", "ar"))
-    assert english.week_labels[:2] == ["Oct 12", "Oct 19"] and german.week_labels[-1] == "30. Nov."
+    assert english.week_labels[:2] == ["12 Oct", "19 Oct"] and german.week_labels[-1] == "30. Nov."
     assert russian.week_labels[0] == "12 окт." and "أكتوبر" in arabic.week_labels[0]
     assert english.bar_labels == ["", "20%", "50%", "100%", "75%", "", "33%", "86%"]
     assert german.bar_labels[2] == "50\xa0%" and german.ticks[-1] == "100\xa0%"
     assert english.title == "Progress: Run a 10k by June" and english.streak == "Streak: 3 check-ins in a row"
-    assert english.milestone == "Next milestone: First 5 km\nDec 20, 2026"
+    assert english.milestone == "Next milestone: First 5 km\n20 Dec 2026"
+    assert german.title != english.title and german.title.endswith(": Run a 10k by June")  # the catalog's German
     assert arabic.rtl and not english.rtl and not russian.rtl
     assert chart_texts(spec(goal=None, streak=1), "en").title == "Your progress"
     assert chart_texts(spec(streak=1), "en").streak == "Streak: 1 check-in in a row"
