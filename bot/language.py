@@ -85,7 +85,9 @@ def add_handlers(app: ReinApp, private: filters.BaseFilter) -> None:
 
 
 async def publish_profiles(bot: Bot) -> None:
-    """The command menu, description and short description in every language (English for all others)."""
+    """The command menu, description and short description in every language (English for all others). Each is
+    read first and written only when it differs: every start of every replica publishes, and Telegram limits how
+    often a bot's profile may change."""
 
     async def publish(code: str) -> None:
         with i18n.use_locale(code):
@@ -93,9 +95,12 @@ async def publish_profiles(bot: Bot) -> None:
             commands = [BotCommand(name, desc) for name, desc in texts.commands()]
             description, short = _(texts.DESCRIPTION), _(texts.SHORT_DESCRIPTION)
         try:
-            await bot.set_my_commands(commands, language_code=language_code)
-            await bot.set_my_description(description, language_code=language_code)
-            await bot.set_my_short_description(short, language_code=language_code)
+            if tuple(await bot.get_my_commands(language_code=language_code)) != tuple(commands):
+                await bot.set_my_commands(commands, language_code=language_code)
+            if (await bot.get_my_description(language_code=language_code)).description != description:
+                await bot.set_my_description(description, language_code=language_code)
+            if (await bot.get_my_short_description(language_code=language_code)).short_description != short:
+                await bot.set_my_short_description(short, language_code=language_code)
         except TelegramError:
             logger.warning("bot.profile_failed language=%s", code, exc_info=True)
 

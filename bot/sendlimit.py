@@ -14,7 +14,8 @@ from telegram.ext import AIORateLimiter
 # "typing…" back behind a queue of replies would only delay the replies it announces. Neither are the bot's
 # profile texts, published in every language at start-up.
 UNLIMITED = frozenset({"sendChatAction", "getUpdates", "getMe", "answerCallbackQuery", "setMyCommands",
-                       "setMyDescription", "setMyShortDescription"})
+                       "setMyDescription", "setMyShortDescription", "getMyCommands", "getMyDescription",
+                       "getMyShortDescription"})
 DRAFT = "sendMessageDraft"
 DRAFT_SHARE = 0.8  # drafts go only while the last second's sends are below this share of the cap
 

@@ -197,3 +197,15 @@ async def test_the_command_menu_and_descriptions_are_published_in_every_language
     assert api.commands_for(9999, "ja")[0]["description"] == "Start, or see where you are"
     assert api.description_for("de").startswith("Rein ist dein Ziel-Coach")
     assert {c["command"] for c in api.commands_for(9999, "ar")} == {name for name, _d in texts.COMMANDS}
+
+
+async def test_a_restart_rewrites_no_profile_text_that_is_already_current(bot_api, gemini, sqlite_url) -> None:
+    """The second start reads the menu and descriptions of every language and writes none of them again."""
+    settings = make_settings(bot_api, gemini, sqlite_url, checkin_scheduler=False)
+    await stop_bot(await start_bot(settings))
+    writes = ("setMyCommands", "setMyDescription", "setMyShortDescription")
+    first = {method: len(bot_api.calls_to(method)) for method in writes}
+    assert first == dict.fromkeys(writes, len(i18n.LANGUAGES))
+    await stop_bot(await start_bot(settings))
+    assert {method: len(bot_api.calls_to(method)) for method in writes} == first
+    assert len(bot_api.calls_to("getMyDescription")) == 2 * len(i18n.LANGUAGES)
