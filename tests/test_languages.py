@@ -209,3 +209,29 @@ async def test_a_restart_rewrites_no_profile_text_that_is_already_current(bot_ap
     await stop_bot(await start_bot(settings))
     assert {method: len(bot_api.calls_to(method)) for method in writes} == first
     assert len(bot_api.calls_to("getMyDescription")) == 2 * len(i18n.LANGUAGES)
+
+
+async def test_unasked_texts_follow_the_users_setting_not_the_task(ck: Harness) -> None:
+    """With Gemini down, a German user's check-in is the German fallback with German buttons; a quiet session's
+    rating prompt is German too, though no update of theirs set the language."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.fakes import Fault
+
+    ck.gemini.responder = coach_in("Super!")
+    clock = clock_at(ck, local("Europe/Berlin", 2026, 11, 28, 9, 0))
+    await ck.say(HANS, "/start", expect=2, language_code="de")
+    plan = (await ck.say(HANS, "Ich möchte 10 km laufen", expect=2, language_code="de"))[-1]
+    await pressed(ck, HANS, plan, "pa:")
+    await ck.say(HANS, "/timezone Berlin", language_code="de")
+    await ck.say(HANS, "/checkin 08:00", language_code="de")
+    await ck.say(HANS, "Wie fange ich an?", language_code="de")
+    ck.gemini.fail_always = Fault.status(503)
+    assert (await tick(ck, clock, local("Europe/Berlin", 2026, 11, 29, 8, 0))).sent == 1
+    checkin = ck.bot_api.messages(HANS)[-1]
+    assert checkin.text == "Zeit für deinen Check-in! Wie lief dein Plan seit unserem letzten Gespräch?"
+    assert [label for label, _data in checkin.buttons()][:4] == ["✅ Erledigt", "🟡 Teilweise", "❌ Verpasst",
+                                                                 "⏰ In 1 Std. erinnern"]
+    closed = await ck.services.sessions.close_quiet(quiet_s=60, now=datetime.now(UTC) + timedelta(minutes=5))
+    [prompt] = [c.prompt for c in closed if c.prompt is not None]
+    assert prompt.text == "Wie war diese Sitzung? Tippe auf einen Stern: Das hilft mir, dich besser zu coachen."
