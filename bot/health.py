@@ -5,7 +5,8 @@
 `getMe`) answers for READYZ_CACHE_S seconds, and callers that arrive while it runs await that same check (single
 flight): a flood costs at most one database connection and one getMe at a time. The check has its own engine
 without a pool (`storage.db.probe_engine`), so it never takes a connection a turn needs, and its own Bot API client
-with one connection, so it never queues behind replies; a getMe that worked counts for a minute.
+with one connection, so it never queues behind replies; a getMe that worked counts for a minute. `/metrics`
+renders the registry at most every half second (a flood gets the same text).
 
 Both of Rein's HTTP servers are uvicorn with `log_config=None`: its loggers propagate to Rein's handler (one line,
 secrets redacted) instead of uvicorn's own.
@@ -36,6 +37,7 @@ from storage.db import probe_engine
 logger = logging.getLogger(__name__)
 
 GETME_CACHE_S = 60.0  # a getMe that worked counts this long
+METRICS_CACHE_S = 0.5  # /metrics renders the registry at most this often (scrapers ask every few seconds)
 CHECK_TIMEOUT_S = 3.0  # each readiness check gives up after this long
 
 Status = dict[str, bool]
@@ -156,6 +158,8 @@ class Health:
         self.readiness = Readiness(settings)
         self._metrics = metrics
         self._state = state
+        self._rendered = b""
+        self._rendered_at = float("-inf")
         web = Starlette(routes=[
             Route("/healthz", self._healthz, methods=["GET"]),
             Route("/readyz", self._readyz, methods=["GET"]),
@@ -195,4 +199,7 @@ class Health:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def _metrics_route(self, request: Request) -> Response:
-        return Response(self._metrics(), media_type=CONTENT_TYPE)
+        now = time.monotonic()
+        if now - self._rendered_at >= METRICS_CACHE_S:
+            self._rendered, self._rendered_at = self._metrics(), now
+        return Response(self._rendered, media_type=CONTENT_TYPE)

