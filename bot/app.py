@@ -22,7 +22,7 @@ from telegram.ext import (
 )
 from telegram.request import HTTPXRequest
 
-from bot import admin, handlers, media, render, texts
+from bot import admin, followups, handlers, media, render, texts
 from bot import checkins as checkin_bot
 from bot import language as language_bot
 from bot.context import CONTEXT_TYPES, ReinApp, ReinContext
@@ -143,6 +143,8 @@ def _post_init(settings: Settings, order: PerUserOrder) -> Callable[[ReinApp], C
         app.bot_data.drafts = Drafts(app.bot, interval_s=settings.draft_interval_s, enabled=settings.streaming)
         metrics.track_queue(app.update_queue.qsize)
         checkin_bot.start_scheduler(svc, app.bot)
+        followups.wire(app, svc)
+        svc.background(followups.recover(app.bot, svc))
         await svc.start_leadership()
         await language_bot.publish_profiles(app.bot)
         if svc.tracer.enabled:

@@ -18,6 +18,7 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 
 from bot import render, texts
 from bot.context import ReinContext
+from bot.ordering import PerUserOrder
 from bot.replying import answer_query, current_markup, edit_markup, send_replies, typing
 from bot.services import Services
 from pipeline.i18n import _, current
@@ -120,13 +121,19 @@ async def delete(update: Update, context: ReinContext) -> None:
 
 async def text(update: Update, context: ReinContext) -> None:
     """Any text: answered by the coach according to the user's stage."""
-    assert update.effective_message is not None
+    assert update.effective_message is not None and update.effective_user is not None
     message_text = update.effective_message.text or ""
+    who_id = update.effective_user.id
+
+    order = context.application.update_processor
+
+    def more() -> bool:  # newer texts of this user wait: the last of them answers this one too
+        return isinstance(order, PerUserOrder) and order.texts_waiting(who_id) > 0
 
     async def answer(svc: Services, who: Speaker) -> list[Reply]:
         # An answer to what a check-in asked (time zone, a custom time, a note) is taken there: the coach's read
         # of the user says whether one waits, in the same query.
-        return await svc.conversation.on_text(who, message_text, answers=svc.checkins.prefs.intercept)
+        return await svc.conversation.on_text(who, message_text, answers=svc.checkins.prefs.intercept, more=more)
 
     await run_turn(update, context, answer, compact=True)
 

@@ -20,6 +20,7 @@ from storage.db import Database
 logger = logging.getLogger(__name__)
 
 RECOVER_BATCH = 500
+PEEK = 50  # stored updates looked at behind the one being handled
 
 
 class Inbox:
@@ -71,16 +72,28 @@ class Inbox:
             while telegram_id in self._dirty:
                 self._dirty.discard(telegram_id)
                 async with self.order.locks.hold(telegram_id):
-                    while (update := await self._next(telegram_id)) is not None:
-                        await self.order.run(self.app.process_update(update))
+                    while (taken := await self._next(telegram_id)) is not None:
+                        update, behind = taken
+                        with self.order.texts_behind(telegram_id, behind):
+                            await self.order.run(self.app.process_update(update))
         except Exception:
             logger.exception("inbox.drain_failed")  # what is left stays stored: the next update or start drains it
         finally:
             del self._draining[telegram_id]
 
-    async def _next(self, telegram_id: int) -> Update | None:
+    async def _next(self, telegram_id: int) -> tuple[Update, int] | None:
+        """The user's next update and how many texts wait behind it (the coach answers those together)."""
         async with self.db.session() as session:
             row = await inbox.take_next(session=session, telegram_id=telegram_id)
-        if row is None:
-            return None
-        return Update.de_json(row.payload, self.app.bot)
+            if row is None:
+                return None
+            behind = await inbox.peek(session=session, telegram_id=telegram_id, limit=PEEK)
+        texts = sum(1 for payload in behind if _plain_text(payload))
+        return Update.de_json(row.payload, self.app.bot), texts
+
+
+def _plain_text(payload: dict[str, Any]) -> bool:
+    """A stored update that is a new text message, not a command."""
+    message = payload.get("message")
+    text = message.get("text") if isinstance(message, dict) else None
+    return isinstance(text, str) and not text.startswith("/")

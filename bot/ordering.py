@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 
 from telegram import Update
@@ -58,8 +58,17 @@ def private_user(update: object) -> int | None:
     return user.id
 
 
+def plain_text(update: object) -> bool:
+    """Whether an update is a new text message that is not a command (the coach answers those)."""
+    if not isinstance(update, Update) or update.message is None:
+        return False
+    text = update.message.text
+    return text is not None and not text.startswith("/")
+
+
 class PerUserOrder(BaseUpdateProcessor):
-    """Concurrent updates, in order per user; counts the updates it finished (tests wait on that count)."""
+    """Concurrent updates, in order per user; counts the updates it finished (tests wait on that count) and,
+    per user, the texts waiting for their turn (a text that has newer ones behind it is answered with them)."""
 
     def __init__(self, locks: UserLocks, max_concurrent_updates: int = 512) -> None:
         super().__init__(max_concurrent_updates)
@@ -67,6 +76,27 @@ class PerUserOrder(BaseUpdateProcessor):
         self.processed = 0
         self.in_flight = 0
         self._changed = asyncio.Event()
+        self._texts: dict[int, int] = {}  # per user: texts waiting for the user's lock
+
+    def texts_waiting(self, user_id: int) -> int:
+        """How many texts of the user wait behind the update being handled."""
+        return self._texts.get(user_id, 0)
+
+    @contextlib.contextmanager
+    def texts_behind(self, user_id: int, count: int) -> Iterator[None]:
+        """Count `count` texts of the user as waiting for the block (the webhook inbox's stored ones)."""
+        self._count_text(user_id, count)
+        try:
+            yield
+        finally:
+            self._count_text(user_id, -count)
+
+    def _count_text(self, user_id: int, delta: int) -> None:
+        left = self._texts.get(user_id, 0) + delta
+        if left > 0:
+            self._texts[user_id] = left
+        else:
+            self._texts.pop(user_id, None)
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         """Run the update's handlers while holding its user's lock (updates without a user run at once)."""
@@ -74,8 +104,18 @@ class PerUserOrder(BaseUpdateProcessor):
         if user_id is None:
             await self.run(coroutine)
             return
-        async with self.locks.hold(user_id):
-            await self.run(coroutine)
+        waiting = plain_text(update)
+        if waiting:
+            self._count_text(user_id, 1)
+        try:
+            async with self.locks.hold(user_id):
+                if waiting:
+                    waiting = False
+                    self._count_text(user_id, -1)
+                await self.run(coroutine)
+        finally:
+            if waiting:  # never got the lock (cancelled)
+                self._count_text(user_id, -1)
 
     async def run(self, coroutine: Awaitable[Any]) -> None:
         """Run one update's handlers (the caller holds its user's lock), counted."""

@@ -23,6 +23,7 @@ from pipeline.checkins.scheduler import CheckinScheduler
 from pipeline.coaching import Coaching
 from pipeline.conversation import Conversation
 from pipeline.erasure import Erasures
+from pipeline.followups import FollowUps
 from pipeline.guard import OutputGuard
 from pipeline.judge import Judge
 from pipeline.language import Languages
@@ -30,7 +31,7 @@ from pipeline.llm import LLM
 from pipeline.media import Limits, MediaReader
 from pipeline.memory import Memory
 from pipeline.planning import Planning
-from pipeline.ratelimit import SlidingWindow
+from pipeline.ratelimit import FloodNotice, SlidingWindow
 from pipeline.ratings import Ratings
 from pipeline.sessions import Sessions
 from pipeline.settings import Settings
@@ -125,6 +126,7 @@ class Services:
             await self.checkins.scheduler.shutdown()
         if self.leadership is not None:
             await self.leadership.stop()
+        await self.conversation.followups.close()
         await self.drain()
         await self.llm.aclose()
         await asyncio.to_thread(self.tracer.flush)
@@ -169,7 +171,8 @@ async def create_services(settings: Settings, *, locks: UserLocks, metrics: Metr
     conversation = Conversation(db=db, steps=steps, planning=planning, coaching=coaching, memory=memory,
                                 ratings=ratings, care=care, classify=settings.safety_classifier,
                                 classify_timeout_s=settings.safety_classify_timeout_s,
-                                max_messages_per_day=settings.max_messages_per_day)
+                                max_messages_per_day=settings.max_messages_per_day, followups=FollowUps(),
+                                flood_notice=FloodNotice(settings.flood_messages_per_minute))
     checkins = Checkins(core=core, prefs=Preferences(core), answers=CheckinAnswers(core),
                         progress=ProgressReport(core), dispatch=Dispatch(core))
     judge = Judge(db=db, steps=steps, sample_rate=settings.judge_sample_rate, enabled=settings.judge_enabled)

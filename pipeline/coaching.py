@@ -38,6 +38,32 @@ class CoachingInputs:
     progress: list[ProgressEntry]
     history: list[Turn]
     backlog: bool  # more unsummarised turns than the window: fold the older ones into the summary
+    waiting: list[Turn] | None = None  # the user's messages waiting for a reply, as the window shows them
+
+
+def waiting_in(window: list[Turn], *, complete: bool) -> list[Turn] | None:
+    """The user's unanswered messages after their last answered one, oldest first, as far as `window` (their
+    newest turns, oldest first) shows; None when the window may not reach back far enough (`complete` is False
+    and it holds no answered message)."""
+    waiting: list[Turn] = []
+    for turn in reversed(window):
+        if turn.role != "user":
+            continue
+        if turn.answered:
+            return list(reversed(waiting))
+        waiting.append(turn)
+    return list(reversed(waiting)) if complete else None
+
+
+def with_waiting(history: list[Turn], waiting: list[Turn], limit: int) -> list[Turn]:
+    """Recent history with every waiting message in it: turns from the first waiting one on are all kept,
+    older ones fill the rest of `limit`."""
+    merged = sorted({t.id or 0: t for t in [*history, *waiting]}.values(), key=lambda t: t.id or 0)
+    first = waiting[0].id or 0 if waiting else 0
+    newer = [t for t in merged if (t.id or 0) >= first] if waiting else merged[-limit:]
+    older = [t for t in merged if (t.id or 0) < first] if waiting else []
+    room = max(0, limit - len(newer))
+    return [*(older[-room:] if room else []), *newer]
 
 
 def gentle(user: User) -> bool:
@@ -73,16 +99,16 @@ class Coaching:
         window = await turns.recent_turns(session=session, user_id=user.id, limit=2 * self.history_turns + 1)
         backlog = len(window) > 2 * self.history_turns and (window[0].id or 0) > user.summary_upto_turn_id
         return CoachingInputs(user=user, goal=goal, plan=plan, resolution=resolution, milestones=milestones,
-                              progress=progress, history=window[-self.history_turns:], backlog=backlog)
+                              progress=progress, history=window[-self.history_turns:], backlog=backlog,
+                              waiting=waiting_in(window, complete=len(window) <= 2 * self.history_turns))
 
     async def reply(self, step: Step, turn: Turn, inputs: CoachingInputs,
-                    drafts: DraftSink | None = None) -> list[Reply]:
-        """Answer `turn` (stored already) and store the answer, in one transaction with the step's usage; with
-        `drafts`, the answer is shown there while it is written."""
+                    waiting: list[Turn] | None = None, drafts: DraftSink | None = None) -> list[Reply]:
+        """Answer `turn` (stored already) together with the messages `waiting` before it (all of them reach the
+        model, in order) and store the answer, in one transaction with the step's usage; with `drafts`, the
+        answer is shown there while it is written."""
         user = inputs.user
-        history = inputs.history
-        if not history or (history[-1].id or 0) < (turn.id or 0):  # read before the message was stored
-            history = [*history, turn][-self.history_turns:]
+        history = with_waiting(inputs.history, [*(waiting or []), turn], self.history_turns)
         context = views.coaching_context(inputs.goal, inputs.resolution, inputs.plan, inputs.milestones,
                                          user.summary, inputs.progress)
         contents = [*context_contents(context), *views.history_contents(history, upto=turn)]
@@ -93,6 +119,8 @@ class Coaching:
             written = await turns.add_turn(session=session, user=user, role="coach", kind="coaching", text=text,
                                            trace_id=step.trace_id)
             await turns.mark_answered(session=session, turn_id=turn.id or 0)
+            await turns.mark_all_answered(session=session, user_id=user.id or 0,
+                                          turn_ids=[t.id or 0 for t in waiting or [] if t.id != turn.id])
             session.add_all(step.take_usage())
         return [Reply.plain(text, kind="coaching", turn_id=written.id)]
 

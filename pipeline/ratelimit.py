@@ -1,4 +1,5 @@
-"""A per-user sliding window on LLM turns, so one flooding user can't starve Gemini for everyone."""
+"""Per-user sliding windows: the flood guard on LLM turns (one flooding user can't starve Gemini for everyone)
+and the count of messages that decides when a flood is worth a word to the user."""
 
 from __future__ import annotations
 
@@ -10,25 +11,23 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Decision:
-    """`allowed`: the turn may call the LLM; `notify`: tell the user to slow down (once per window)."""
+    """`allowed`: the turn may call the LLM now; otherwise it may in `retry_after_s` seconds."""
 
     allowed: bool
-    notify: bool = False
     retry_after_s: float = 0.0
 
 
 class SlidingWindow:
-    """At most `limit` turns per user in any `window_s` seconds; one slow-down notice per window."""
+    """At most `limit` events per key in any `window_s` seconds."""
 
     def __init__(self, limit: int, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
         self.window_s = window_s
         self.clock = clock
         self._hits: dict[int, deque[float]] = {}
-        self._notified_at: dict[int, float] = {}
 
     def check(self, key: int) -> Decision:
-        """Count one turn for `key` if there is room; otherwise say whether to send the notice."""
+        """Count one event for `key` if there is room; otherwise say when there will be."""
         now = self.clock()
         if len(self._hits) > 10_000:
             self.forget_idle()
@@ -38,15 +37,10 @@ class SlidingWindow:
         if len(hits) < self.limit:
             hits.append(now)
             return Decision(allowed=True)
-        retry_after = self.window_s - (now - hits[0])
-        last = self._notified_at.get(key)
-        if last is not None and now - last < self.window_s:
-            return Decision(allowed=False, notify=False, retry_after_s=retry_after)
-        self._notified_at[key] = now
-        return Decision(allowed=False, notify=True, retry_after_s=retry_after)
+        return Decision(allowed=False, retry_after_s=max(0.0, self.window_s - (now - hits[0])))
 
     def refund(self, key: int) -> None:
-        """Take back the newest counted turn of `key` (its call failed: it must not count)."""
+        """Take back the newest counted event of `key` (its call failed: it must not count)."""
         hits = self._hits.get(key)
         if hits:
             hits.pop()
@@ -58,12 +52,31 @@ class SlidingWindow:
         return hits is not None and len([t for t in hits if now - t < self.window_s]) >= self.limit
 
     def forget_idle(self) -> None:
-        """Drop users with no turn in the window (keeps memory bounded)."""
+        """Drop keys with no event in the window (keeps memory bounded)."""
         now = self.clock()
         for key in [k for k, hits in self._hits.items() if not hits or now - hits[-1] >= self.window_s]:
             self._hits.pop(key, None)
-            if now - self._notified_at.get(key, -self.window_s) >= self.window_s:
-                self._notified_at.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._hits)
+
+
+class FloodNotice:
+    """Counts each user's messages; more than `limit` in `window_s` seconds is a flood far beyond human typing,
+    worth one notice per window (the messages themselves are all kept and answered)."""
+
+    def __init__(self, limit: int, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = SlidingWindow(limit, window_s, clock)
+        self._told: dict[int, float] = {}
+
+    def note(self, key: int) -> bool:
+        """Count one message of `key`; True when it is the first over the limit in this window (tell them)."""
+        if self.window.check(key).allowed:
+            return False
+        now = self.window.clock()
+        if now - self._told.get(key, -self.window.window_s) < self.window.window_s:
+            return False
+        if len(self._told) > 10_000:
+            self._told = {k: t for k, t in self._told.items() if now - t < self.window.window_s}
+        self._told[key] = now
+        return True

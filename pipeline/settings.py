@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     export_cooldown_s: float = Field(300.0, ge=0, description="Seconds between two /export of one user")
     export_part_bytes: int = Field(45_000_000, ge=4096, le=50_000_000, description="Largest /export document")
     llm_calls_per_minute: int = Field(12, ge=1, description="Per-user cap on LLM turns per minute")
+    flood_messages_per_minute: int = Field(30, ge=1, description="More messages a minute get one notice")
+    recover_within_hours: float = Field(24.0, ge=0, description="Unanswered messages this recent: answered at start")
     history_turns: int = Field(12, ge=2, description="Recent turns sent verbatim to the coach")
     max_clarify_rounds: int = Field(3, ge=0, le=3)
     checkin_scheduler: bool = Field(True, description="Run the check-in scheduler (on the leader replica)")

@@ -37,11 +37,11 @@ T = TypeVar("T", bound=BaseModel)
 
 
 class Flooded(LLMError):
-    """The user is over the per-user cap on LLM calls; `notify` says whether to tell them (once a window)."""
+    """The user is over the per-user cap on LLM turns; there is room again in `retry_after_s` seconds."""
 
-    def __init__(self, notify: bool) -> None:
+    def __init__(self, retry_after_s: float) -> None:
         super().__init__("flooded")
-        self.notify = notify
+        self.retry_after_s = retry_after_s
 
 
 def estimate_cost(prompt_tokens: int, output_tokens: int, prices: tuple[Decimal, Decimal]) -> float:
@@ -158,8 +158,8 @@ class Steps:
         if owner.answers is not None and self.flood is not None:
             decision = self.flood.check(owner.answers)
             if not decision.allowed:
-                logger.info("llm.flooded purpose=%s notify=%s", purpose, decision.notify)
-                raise Flooded(decision.notify)
+                logger.info("llm.flooded purpose=%s retry_after_s=%.1f", purpose, decision.retry_after_s)
+                raise Flooded(decision.retry_after_s)
             counted = True
         meta = {"model": self.llm.model, "user": owner.opaque_id, **(metadata or {})}
         step: Step | None = None

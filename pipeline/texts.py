@@ -20,8 +20,6 @@ ERROR_TEXT = {
     "unsafe": N_("I couldn't make a plan for this target that is safe to follow. Could we aim for a gentler pace or a "
                  "nearer target? Tell me what would work for you, or tap Try again."),
 }
-SLOW_DOWN = N_("You're writing faster than I can coach. I've kept every message: give me a minute, then "
-               "tap Try again or send your next one, and I'll answer with all of it in mind.")
 WELCOME = N_("Hi, I'm Rein, your goal coach. I help you turn something you want to change into a concrete plan, "
              "then check in and keep you on track.")
 ASK_GOAL = N_("What do you want to achieve? Tell me in a sentence or two, e.g. \"get fit\" or \"learn Spanish\".")

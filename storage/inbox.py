@@ -35,6 +35,15 @@ async def take_next(*, session: AsyncSession, telegram_id: int) -> InboxUpdate |
     return row
 
 
+async def peek(*, session: AsyncSession, telegram_id: int, limit: int) -> list[dict[str, Any]]:
+    """The payloads of the user's first `limit` waiting updates, oldest first (nothing is removed)."""
+    result = await session.scalars(
+        select(col(InboxUpdate.payload)).where(col(InboxUpdate.telegram_id) == telegram_id)
+        .order_by(col(InboxUpdate.update_id)).limit(limit)
+    )
+    return list(result.all())
+
+
 async def waiting_users(*, session: AsyncSession, limit: int) -> list[int]:
     """Users with updates waiting (after a restart: the ones acknowledged and never handled)."""
     result = await session.scalars(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, delete, func, update
+from datetime import datetime
+
+from sqlalchemy import bindparam, delete, exists, func, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 
 from storage.models import (
@@ -106,6 +109,47 @@ _MARK_ANSWERED = update(Turn).where(col(Turn.id) == bindparam("turn_id")).values
 async def mark_answered(*, session: AsyncSession, turn_id: int) -> None:
     """Record that a user's turn got its reply."""
     await session.execute(_MARK_ANSWERED, {"turn_id": turn_id})
+
+
+async def mark_all_answered(*, session: AsyncSession, user_id: int, turn_ids: list[int]) -> None:
+    """Record that these turns of the user got their reply (one reply answered them together)."""
+    if turn_ids:
+        await session.execute(update(Turn).where(col(Turn.user_id) == user_id, col(Turn.id).in_(turn_ids))
+                              .values(answered=True))
+
+
+def _after_last_answered(user_id: object) -> object:
+    """The id of the user's newest answered message (0 if none), as a subquery."""
+    answered = aliased(Turn)
+    return func.coalesce(
+        select(func.max(answered.id)).where(answered.user_id == user_id, answered.role == "user",
+                                            answered.answered == True)  # noqa: E712
+        .scalar_subquery(), 0)
+
+
+async def waiting_turns(*, session: AsyncSession, user_id: int, limit: int) -> list[Turn]:
+    """The user's messages still waiting for a reply: unanswered and newer than the last answered one, oldest
+    first (the newest `limit` of them)."""
+    result = await session.scalars(
+        select(Turn)
+        .where(col(Turn.user_id) == user_id, col(Turn.role) == "user", col(Turn.answered) == False,  # noqa: E712
+               col(Turn.id) > _after_last_answered(user_id))
+        .order_by(col(Turn.id).desc())
+        .limit(limit)
+    )
+    return list(reversed(result.all()))
+
+
+async def users_waiting(*, session: AsyncSession, active_since: datetime, limit: int) -> list[User]:
+    """Users active since `active_since` with messages still waiting for a reply (after a restart)."""
+    waiting = (select(Turn.id).where(col(Turn.user_id) == User.id, col(Turn.role) == "user",
+                                     col(Turn.answered) == False,  # noqa: E712
+                                     col(Turn.id) > _after_last_answered(User.id)))
+    result = await session.scalars(
+        select(User).where(col(User.last_active_at) >= active_since, exists(waiting))
+        .order_by(col(User.last_active_at)).limit(limit)
+    )
+    return list(result.all())
 
 
 async def thread_turns(*, session: AsyncSession, user_id: int, thread_id: str, limit: int) -> list[Turn]:

@@ -31,10 +31,10 @@ async def test_a_burst_is_admitted_in_arrival_order_a_few_at_a_time(harness: Har
         await asyncio.sleep(0.05)  # long enough that the others pile up behind the gate
         return await read(session, who)
 
-    async def stored(session: Any, who: Any, user: Any, text: str) -> Any:  # the step's last call
+    async def stored(session: Any, who: Any, user: Any, text: str, **kw: Any) -> Any:  # the step's last call
         nonlocal inside
         try:
-            return await store(session, who, user, text)
+            return await store(session, who, user, text, **kw)
         finally:
             inside -= 1
 

@@ -328,19 +328,22 @@ def _sigkill_scenario(p: Processes) -> None:
     assert p.query("SELECT text, answered FROM turns WHERE role='user' ORDER BY id DESC LIMIT 1") == [
         ("Interrupted message", 0)]
 
-    p.start_bot()  # a restart; the user simply writes again
+    p.start_bot()  # a restart: the interrupted message is answered by itself; then the user writes again
+    p.wait(lambda: any((m.get("text") or "") == "Coach: Interrupted message" for m in p.messages(ANN)))
     p.say(ANN, "/start")
     p.wait(lambda: any((m.get("text") or "").startswith("Welcome back") for m in p.messages(ANN)))
     _http(f"{p.api}/_fake/user_sends", {"user_id": ANN, "text": "Interrupted message, again"})
     p.wait(lambda: any((m.get("text") or "") == "Coach: Interrupted message, again" for m in p.messages(ANN)))
     texts_seen = [m.get("text") or "" for m in p.messages(ANN)]
     assert texts_seen.count("Coach: Interrupted message, again") == 1
+    assert texts_seen.count("Coach: Interrupted message") == 1, "the interrupted message is answered once"
     assert p.query("SELECT value FROM ratings") == [(4,)]
     assert p.query("SELECT status FROM plans") == [("accepted",)]
 
 
 async def test_sigkill_mid_turn_keeps_stage_plan_and_ratings_and_the_user_can_resend(processes: Processes) -> None:
-    """`python -m bot` killed with SIGKILL while Gemini thinks: on restart everything is intact and a resend works."""
+    """`python -m bot` killed with SIGKILL while Gemini thinks: on restart everything is intact, the interrupted
+    message is answered once by itself, and a resend works."""
     await asyncio.to_thread(_sigkill_scenario, processes)
 
 

@@ -183,10 +183,10 @@ async def test_two_replicas_keep_order_and_hand_over_the_scheduler(cluster: Clus
                for u in users}
     async with httpx.AsyncClient(timeout=60) as client:
         waits = await asyncio.gather(*(send_in_order(client, api, [a, b], u, scripts[u], u % 2) for u in users))
-        for u in users:
-            await _wait_messages(client, api, u, 2 + 3 + 2)  # welcome x2, three questions, resolution + plan
     conn = await asyncpg.connect(cluster.db_url.replace("+asyncpg", ""))
     try:
+        for u in users:  # every message answered (texts waiting together are answered in one reply)
+            await _wait_answered(conn, u, len(scripts[u]) - 1)
         for u in users:
             rows = await conn.fetch(
                 "SELECT t.text FROM turns t JOIN users u ON u.id = t.user_id "
@@ -207,9 +207,10 @@ async def test_two_replicas_keep_order_and_hand_over_the_scheduler(cluster: Clus
             # Check-ins due just before, during and after the hand-over: one one-off check-in per user.
             # Two are due now (the leader sends them), four a few seconds later (after the kill).
             now = datetime.now(UTC)
+            shown = len((await client.get(f"{api}/_fake/messages", params={"chat_id": users[0]})).json())
             for index, u in enumerate(users):
                 await _schedule_once(conn, u, now + timedelta(seconds=-1 if index < 2 else 3 + index * 0.5))
-            await _wait_messages(client, api, users[0], 8)
+            await _wait_messages(client, api, users[0], shown + 1)
 
             # 3. SIGKILL the leader; measure until the follower leads.
             killed_at = time.monotonic()
@@ -259,6 +260,19 @@ async def test_two_replicas_keep_order_and_hand_over_the_scheduler(cluster: Clus
         await conn.close()
     errors = [e for e in (await _stats(api))["errors"] if "Connection lost" not in e["description"]]
     assert errors == [], errors  # (a request cut off by the SIGKILL itself is not the bot breaking a rule)
+
+
+async def _wait_answered(conn: Any, telegram_id: int, count: int, timeout: float = 30) -> None:
+    """Wait until the user has `count` messages stored, all answered."""
+    deadline = time.monotonic() + timeout
+    rows: list[Any] = []
+    while time.monotonic() < deadline:
+        rows = await conn.fetch("SELECT t.answered FROM turns t JOIN users u ON u.id = t.user_id "
+                                "WHERE u.telegram_id = $1 AND t.role = 'user'", telegram_id)
+        if len(rows) >= count and all(r["answered"] for r in rows):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"user {telegram_id}: {[r['answered'] for r in rows]} of {count} answered")
 
 
 async def _wait_messages(client: httpx.AsyncClient, api: str, chat_id: int, count: int, timeout: float = 30) -> None:
