@@ -207,10 +207,11 @@ async def test_two_replicas_keep_order_and_hand_over_the_scheduler(cluster: Clus
             # Check-ins due just before, during and after the hand-over: one one-off check-in per user.
             # Two are due now (the leader sends them), four a few seconds later (after the kill).
             now = datetime.now(UTC)
-            shown = len((await client.get(f"{api}/_fake/messages", params={"chat_id": users[0]})).json())
+            shown = {u: len((await client.get(f"{api}/_fake/messages", params={"chat_id": u})).json())
+                     for u in users}  # the conversation so far (waiting texts were answered together)
             for index, u in enumerate(users):
                 await _schedule_once(conn, u, now + timedelta(seconds=-1 if index < 2 else 3 + index * 0.5))
-            await _wait_messages(client, api, users[0], shown + 1)
+            await _wait_messages(client, api, users[0], shown[users[0]] + 1)
 
             # 3. SIGKILL the leader; measure until the follower leads.
             killed_at = time.monotonic()
@@ -243,7 +244,7 @@ async def test_two_replicas_keep_order_and_hand_over_the_scheduler(cluster: Clus
         async with httpx.AsyncClient(timeout=10) as client:
             for u in users:
                 messages = (await client.get(f"{api}/_fake/messages", params={"chat_id": u})).json()
-                arrived[u] = len(messages) - 7
+                arrived[u] = len(messages) - shown[u]
                 status = per_user.get(u, ["none"])[0]
                 assert arrived[u] <= 1, f"user {u} got {arrived[u]} check-ins"
                 if status == "sent":
