@@ -15,7 +15,9 @@ Limits come before the download (Telegram tells the duration and size): `MEDIA_M
 that must stay under 20 MB, so the default is 14 MB (about 18.7 MB encoded). The format is read from the
 file's first bytes, not from what the client declared: OGG/Opus, MP3, M4A/AAC, WAV (and FLAC, AIFF) for sound,
 JPEG, PNG and WebP for pictures. Anything else, too long, too large, a failed download or a failed step gets a
-clear message saying what works; nothing is stored for it, so nothing stored before is touched.
+clear message saying what works; nothing is stored for it, so nothing stored before is touched. A user past the
+day's cap on stored messages gets the cap's notice (once) without the file being fetched or heard
+(`Conversation.over_daily_cap`).
 
 The understanding step does not count against the per-user flood guard (the coach's reply that follows does,
 once, as for a typed message), but a user already over the cap is not listened to until the window allows.

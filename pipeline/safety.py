@@ -22,7 +22,7 @@ from pipeline.crisis_patterns import CATEGORIES, PATTERNS
 from pipeline.llm import user_content
 from pipeline.steps import Step
 
-MAX_SCREENED = 8192  # characters of one text the screen reads (Telegram's own limit is 4096)
+MAX_SCREENED = 12_000  # characters of one text the screen reads: all a stored message can have (`speaker.MAX_INPUT`)
 _APOSTROPHES = str.maketrans({"’": "'", "ʼ": "'", "`": "'", "´": "'", "‘": "'"})
 _ARABIC_MARKS = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed\u0640]")
 _ARABIC_LETTERS = str.maketrans({"أ": "ا", "إ": "ا", "آ": "ا", "ٱ": "ا", "ى": "ي", "ة": "ه"})

@@ -13,7 +13,9 @@ from pipeline.streaming import DraftSink
 from storage import users
 from storage.models import User
 
-MAX_INPUT = 4096  # Telegram's own limit: a user's message is stored whole
+# A user's message is stored whole: Telegram's own limit on a text is 4096 characters, and the words of a voice note
+# of 10 minutes (MEDIA_MAX_SECONDS) run to about 10,000.
+MAX_INPUT = 12_000
 
 
 @dataclass(frozen=True)

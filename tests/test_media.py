@@ -128,6 +128,16 @@ async def test_the_goal_reaches_the_listening_prompt_and_a_caption_follows_the_w
     assert (await user_turns(harness, ANN))[-1] == "Ran 5 km this morning\n\nfelt good"
 
 
+async def test_the_words_of_a_long_voice_note_are_stored_whole(harness: Harness) -> None:
+    """Nine minutes of speech (about 9,000 characters, over a typed message's 4096) is stored as one whole turn."""
+    await to_coaching(harness, ANN)
+    words = " ".join(f"step{i}" for i in range(1300))
+    assert len(words) > 9000
+    harness.gemini.queue(heard(words))
+    await sends(harness, ANN, lambda: harness.bot_api.user_sends_voice(ANN, VOICE, duration=540))
+    assert (await user_turns(harness, ANN))[-1] == words
+
+
 async def test_a_voice_answer_to_a_check_in_is_recorded_like_a_typed_one(bot_api, gemini, sqlite_url) -> None:
     """After a check-in tap, a voice note's words become the progress entry's note, as a typed note would."""
     app = await start_bot(make_settings(bot_api, gemini, sqlite_url, checkin_scheduler=False))
@@ -359,3 +369,22 @@ async def test_a_failed_understanding_gets_a_clear_message(harness: Harness) -> 
     harness.gemini.queue(heard())
     await sends(harness, ANN, lambda: harness.bot_api.user_sends_voice(ANN, VOICE))
     assert await user_turns(harness, ANN) == [WORDS]
+
+
+async def test_past_the_days_cap_a_file_is_neither_fetched_nor_heard(bot_api, gemini, sqlite_url) -> None:
+    """With MAX_MESSAGES_PER_DAY=1, after one stored text a voice note gets the day's one notice, a photo after it
+    nothing; neither is fetched or sent to Gemini, and nothing is stored."""
+    app = await start_bot(make_settings(bot_api, gemini, sqlite_url, max_messages_per_day=1))
+    h = Harness(app, bot_api, gemini)
+    try:
+        await h.say(ANN, "/start", expect=2)
+        await h.say(ANN, "Run a 10k")
+        [notice] = await sends(h, ANN, lambda: bot_api.user_sends_voice(ANN, VOICE))
+        assert "messages today" in notice.text
+        bot_api.user_sends_photo(ANN, JPEG)
+        await h.settled()
+        assert bot_api.messages(ANN)[-1].message_id == notice.message_id, "told once a day"
+        assert bot_api.calls_to("getFile") == [] and media_requests(h) == []
+        assert await user_turns(h, ANN) == ["Run a 10k"]
+    finally:
+        await stop_bot(app)

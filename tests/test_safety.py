@@ -87,7 +87,7 @@ def test_screen_reads_accents_capitals_and_odd_apostrophes() -> None:
     assert safety.screen("NAO QUERO MAIS VIVER") is not None
     assert safety.screen("I DON’T WANT TO LIVE ANYMORE") is not None
     assert safety.screen("İntihar etmeyi düşünüyorum") is not None
-    assert safety.screen("x" * 10_000 + " I want to kill myself") is None  # beyond what the screen reads
+    assert safety.screen("x" * 12_000 + " I want to kill myself") is None  # beyond what the screen reads
 
 
 # ----- what the reply says ----------------------------------------------------------------------------------
