@@ -8,7 +8,8 @@ screen, a check-in note, the reason for a low rating, the coach's reply and its 
 text. A voice note is stored as its words; an audio file without words and a photo as one line,
 "[audio] <description>" or "[photo] <description> — <caption>". The bytes are never stored: not in the
 database, not in a trace (the step's trace input is kind, MIME type, size and duration; its output the text;
-the LLM span records text parts only, `pipeline.steps._span_input`).
+the LLM span records text parts only, `pipeline.steps._span_input`). While the model listens or looks, the chat's
+draft shows a status line ("Listening to your recording…"); the coach's answer then streams like any other.
 
 Limits come before the download (Telegram tells the duration and size): `MEDIA_MAX_SECONDS` (10 minutes) and
 `MEDIA_MAX_BYTES`. The Bot API downloads at most 20 MB; inline parts travel base64-encoded in a Gemini request
@@ -59,6 +60,8 @@ TOO_LARGE = N_("That file is too large for me (up to {megabytes} MB). Send a sma
 NOT_DOWNLOADED = N_("I couldn't fetch that file from Telegram just now. Please send it again in a moment.")
 NO_WORDS = N_("I couldn't make out any words in that voice note. Could you record it again, or type it?")
 NOT_UNDERSTOOD = N_("I couldn't take that in just now. Please send it again in a minute, or tell me in words.")
+LISTENING = N_("Listening to your recording…")
+LOOKING = N_("Looking at your photo…")
 SLOW_DOWN = N_("You're sending faster than I can listen. Send that again in a minute, please.")
 
 
@@ -183,6 +186,8 @@ class MediaReader:
             user = await speaker.load(session, who)
             goal = await goals.get_goal(session=session, goal_id=user.active_goal_id or 0, user_id=user.id or 0)
         owner = Owner(user.id, user.opaque_id, user.thread_id)
+        if who.drafts is not None:  # a status line in the chat's draft while the model listens or looks
+            who.drafts.status(_(LOOKING if incoming.kind == PHOTO else LISTENING))
         described = {"kind": incoming.kind, "mime_type": mime, "bytes": len(data), "seconds": incoming.duration}
         try:
             async with self.steps.run("media.understand", purpose="media", owner=owner, input=described,

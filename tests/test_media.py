@@ -109,6 +109,7 @@ async def test_a_voice_note_is_heard_and_answered_like_a_typed_message(db_harnes
     assert h.gemini.requests[-1].system == prompts.answering(prompts.CLARIFY.text)
     assert f"Goal: {WORDS}" in h.gemini.requests[-1].user_texts
     assert question.text == "Sample question" and question.buttons(), "answered as a typed goal: a question"
+    assert "Listening to your recording…" in h.bot_api.drafts(ANN), "a status line while the model listens"
     assert await user_turns(h, ANN) == [WORDS]
     export = json.loads((await h.say(ANN, "/export"))[0].file or b"")
     assert export["goals"][0]["text"] == WORDS and WORDS in [t["text"] for t in export["turns"]]
@@ -207,6 +208,7 @@ async def test_a_photo_is_seen_in_its_largest_size_and_stored_as_one_line(db_har
     assert [c["params"]["file_id"] for c in h.bot_api.calls_to("getFile")] == [sizes[-1]["file_id"]]
     assert inline_parts(media_requests(h)[0]) == [{"mimeType": "image/jpeg", "data": JPEG}]
     line = "[photo] A training log: 3 runs, 14 km in total — my week"
+    assert "Looking at your photo…" in h.bot_api.drafts(ANN)
     assert (await user_turns(h, ANN))[-1] == line
     assert reply.text == f"Coach: {line}" and reply.buttons()
     stored = json.dumps(await user_snapshot(h, ANN), ensure_ascii=False)
