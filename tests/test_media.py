@@ -102,6 +102,7 @@ async def test_a_voice_note_is_heard_and_answered_like_a_typed_message(db_harnes
     h = db_harness
     await h.say(ANN, "/start", expect=2)
     h.gemini.queue(heard())
+    h.gemini.latency = 0.6  # longer than a chat's draft interval: the status line is shown
     [question] = await sends(h, ANN, lambda: h.bot_api.user_sends_voice(ANN, VOICE, duration=1))
     [understand] = media_requests(h)
     assert inline_parts(understand) == [{"mimeType": "audio/ogg", "data": VOICE}]
@@ -114,6 +115,7 @@ async def test_a_voice_note_is_heard_and_answered_like_a_typed_message(db_harnes
     export = json.loads((await h.say(ANN, "/export"))[0].file or b"")
     assert export["goals"][0]["text"] == WORDS and WORDS in [t["text"] for t in export["turns"]]
     assert not any(encoded(VOICE, n) in json.dumps(export) for n in (0, 1, 2))
+    await h.settled()
 
 
 async def test_the_goal_reaches_the_listening_prompt_and_a_caption_follows_the_words(harness: Harness) -> None:
@@ -197,6 +199,7 @@ async def test_a_photo_is_seen_in_its_largest_size_and_stored_as_one_line(db_har
     h = db_harness
     await to_coaching(h, ANN)
     h.gemini.queue(heard("", "A training log: 3 runs,\n14 km in total"))
+    h.gemini.latency = 0.6  # longer than a chat's draft interval: the status line is shown
     sent = {}
 
     def send() -> None:
@@ -213,6 +216,7 @@ async def test_a_photo_is_seen_in_its_largest_size_and_stored_as_one_line(db_har
     assert reply.text == f"Coach: {line}" and reply.buttons()
     stored = json.dumps(await user_snapshot(h, ANN), ensure_ascii=False)
     assert not any(encoded(JPEG, n) in stored for n in (0, 1, 2))
+    await h.settled()
     if database_url == sqlite_url:
         await h.services.db.dispose()
         path = Path(sqlite_url.split("///", 1)[1])
