@@ -127,17 +127,19 @@ def telegram_id(user: int) -> int:
 
 # ----- load ---------------------------------------------------------------------------------------
 
-async def burst(bot_api: str, users: list[int], per_user: int, timeout: float = 300) -> dict[str, Any]:
-    """Every user sends `per_user` messages at once; wait until each user's last message is answered (Rein
-    answers the messages that waited behind a turn together, in one reply: `delivered` counts replies). Wall
-    time, and per-user order: replies in the order of the messages they answer, the last one answered."""
+async def burst(bot_api: str, users: list[int], per_user: int, timeout: float = 300, *,
+                pad: str = "") -> dict[str, Any]:
+    """Every user sends `per_user` messages at once (each after `pad`); wait until each user's last message is
+    answered (Rein answers the messages that waited behind a turn together, in one reply: `delivered` counts
+    replies). Wall time, and per-user order: replies in the order of the messages they answer, the last one
+    answered."""
     last = per_user - 1
     async with httpx.AsyncClient(base_url=bot_api, timeout=60) as client:
         base = (await client.get("/_fake/sent")).json()["total"]
         started = time.time()
         for n in range(per_user):  # every user's n-th message queued at one moment
             await client.post("/_fake/users_send", json={"messages": [
-                {"user_id": telegram_id(u), "text": f"u{u} message {n}"} for u in users]})
+                {"user_id": telegram_id(u), "text": f"{pad}u{u} message {n}"} for u in users]})
         sent: list[dict[str, Any]] = []
         done: set[int] = set()
         deadline = time.monotonic() + timeout
@@ -153,7 +155,7 @@ async def burst(bot_api: str, users: list[int], per_user: int, timeout: float = 
         order_ok &= mine == sorted(set(mine)) and mine[-1:] == [last]
     at = max((m["at"] for m in replies), default=time.time())
     return {"wall_s": at - started, "delivered": len(replies), "answered_users": len(done),
-            "expected": len(users) * per_user, "order_ok": order_ok}
+            "expected": len(users) * per_user, "order_ok": order_ok, "started": started, "sent": replies}
 
 
 async def _json(client: httpx.AsyncClient, url: str, **params: Any) -> Any:

@@ -140,7 +140,9 @@ def _post_init(settings: Settings, order: PerUserOrder) -> Callable[[ReinApp], C
         metrics = Metrics()
         svc = await create_services(settings, locks=order.locks, metrics=metrics)
         app.bot_data.services = svc
-        app.bot_data.drafts = Drafts(app.bot, interval_s=settings.draft_interval_s, enabled=settings.streaming)
+        limiter = app.bot.rate_limiter
+        app.bot_data.drafts = Drafts(app.bot, interval_s=settings.draft_interval_s, enabled=settings.streaming,
+                                     limiter=limiter if isinstance(limiter, SendLimiter) else None)
         metrics.track_queue(app.update_queue.qsize)
         checkin_bot.start_scheduler(svc, app.bot)
         followups.wire(app, svc)

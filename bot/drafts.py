@@ -11,7 +11,6 @@ a draft never holds up the final message. Near Telegram's send cap the limiter d
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -21,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from telegram import Bot
 from telegram.error import BadRequest, Forbidden, TelegramError
 
+from bot.sendlimit import SendLimiter
 from pipeline.replies import Reply
 
 logger = logging.getLogger(__name__)
@@ -34,13 +34,16 @@ Deliver = Callable[[list[Reply]], Awaitable[None]]
 class Drafts:
     """Drafts for the whole bot: the per-chat interval and the chats that refuse drafts."""
 
-    def __init__(self, bot: Bot, *, interval_s: float = 0.4, enabled: bool = True) -> None:
+    def __init__(self, bot: Bot, *, interval_s: float = 0.4, enabled: bool = True,
+                 limiter: SendLimiter | None = None) -> None:
         self.bot = bot
+        self.limiter = limiter
         self.interval_s = interval_s
         self.enabled = enabled
         self.refused: OrderedDict[int, None] = OrderedDict()
         self.last_at: OrderedDict[int, float] = OrderedDict()
         self.sent = 0
+        self.dropped = 0  # near the send cap (`bot.sendlimit`)
         self._ids = itertools.count(1)
 
     def for_chat(self, chat_id: int, deliver: Deliver) -> ChatDraft | None:
@@ -64,6 +67,13 @@ class Drafts:
         """Seconds until the chat may get its next draft."""
         last = self.last_at.get(chat_id)
         return 0.0 if last is None else max(0.0, last + self.interval_s - time.monotonic())
+
+    def unmark(self, chat_id: int, at: float | None) -> None:
+        """The draft just marked did not go: the chat's last draft time is what it was."""
+        if at is None:
+            self.last_at.pop(chat_id, None)
+        else:
+            self.last_at[chat_id] = at
 
     def mark(self, chat_id: int) -> None:
         """A draft goes to the chat now."""
@@ -128,8 +138,12 @@ class ChatDraft:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a draft must never cost the reply
+                logger.warning("bot.draft_failed", exc_info=True)
 
     async def _run(self) -> None:
         while True:
@@ -141,23 +155,33 @@ class ChatDraft:
             text, self._pending = self._pending, None
             if text is None or text == self._last:
                 continue
+            previous, at = self._last, self.drafts.last_at.get(self.chat_id)
             self.drafts.mark(self.chat_id)
             self._last = text
-            if not await self._send(text):
+            sent = await self._send(text)
+            if sent is None:
                 return
+            if not sent:  # dropped near the send cap: the next text may go as soon as it comes
+                self._last = previous
+                self.drafts.unmark(self.chat_id, at)
 
-    async def _send(self, text: str) -> bool:
-        """One draft; False when the chat refuses drafts (then nothing more is tried)."""
+    async def _send(self, text: str) -> bool | None:
+        """One draft: True when sent, False when dropped or skipped, None when the chat refuses drafts (then
+        nothing more is tried)."""
+        limiter = self.drafts.limiter
+        if limiter is not None and limiter.busy():
+            self.drafts.dropped += 1
+            return False
         try:
             await self.drafts.bot.send_message_draft(self.chat_id, self.draft_id, text)
         except BadRequest as exc:
             logger.info("bot.drafts_refused error=%s", type(exc).__name__)
             self.drafts.refuse(self.chat_id)
             self.showing = False
-            return False
+            return None
         except Forbidden:  # the user blocked the bot: the turn's own send finds out and records it
             self.showing = False
-            return False
+            return None
         except TelegramError as exc:  # a network error or a 429: this draft is skipped, the next may go
             logger.debug("bot.draft_skipped error=%s", type(exc).__name__)
             return True

@@ -17,15 +17,17 @@ UNLIMITED = frozenset({"sendChatAction", "getUpdates", "getMe", "answerCallbackQ
                        "setMyDescription", "setMyShortDescription", "getMyCommands", "getMyDescription",
                        "getMyShortDescription"})
 DRAFT = "sendMessageDraft"
-DRAFT_SHARE = 0.8  # drafts go only while the last second's sends are below this share of the cap
+DRAFT_SHARE = 0.8  # drafts go only while the last period's sends stay below this share of the cap
 
 
 class SendLimiter(AIORateLimiter):
     """AIORateLimiter (overall, per-group and RetryAfter handling) for everything but `UNLIMITED` calls.
 
-    A draft never waits in the limiter's queue, where it would hold up a reply: it goes at once while the
-    last second's sends (drafts included) stay below `DRAFT_SHARE` of the cap and no message waits for a slot;
-    otherwise it is dropped (the next one, or the final message, shows the text anyway)."""
+    A draft never waits in the limiter's queue, where it would hold up a reply: it goes at once while no
+    message waits for a slot and the last period's sends (drafts and messages) stay below `DRAFT_SHARE` of the
+    cap; otherwise it is dropped (`bot.drafts` asks `busy()` first, so it offers the next text soon).
+    Telegram publishes no draft limit; the share keeps the bot's own work on drafts below what its replies
+    need."""
 
     def __init__(self, overall_max_rate: float = 30, overall_time_period: float = 1, **kwargs: Any) -> None:
         super().__init__(overall_max_rate=overall_max_rate, overall_time_period=overall_time_period, **kwargs)
@@ -57,7 +59,7 @@ class SendLimiter(AIORateLimiter):
         if endpoint == DRAFT:
             if self.busy():
                 self.drafts_dropped += 1
-                return True  # what Telegram answers a draft: nothing waits on it
+                return True  # dropped: what Telegram answers a draft (nothing waits on it)
             self._recent.append(time.monotonic())
             return await callback(*args, **kwargs)
         self._waiting += 1

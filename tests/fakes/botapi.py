@@ -2170,7 +2170,7 @@ class FakeBotAPI(LoopbackServer):
         /_fake/user_presses {"user_id", "message_id", "data"}, /_fake/add_update {...},
         /_fake/block|unblock {"user_id"}, /_fake/fail_next {...},
         /_fake/drop_next {...}, /_fake/flood {"per_chat", "total"}, /_fake/clear;
-        GET /_fake/messages?chat_id=N, /_fake/drafts?chat_id=N, /_fake/stats.
+        GET /_fake/messages?chat_id=N, /_fake/drafts?chat_id=N, /_fake/draft_calls?chat_id=N, /_fake/stats.
         """
         action = request.match_info["action"]
         body: dict[str, Any] = await request.json() if request.can_read_body else {}
@@ -2213,6 +2213,8 @@ class FakeBotAPI(LoopbackServer):
             return web.json_response([m.summary() for m in self.messages(chat_id, include_deleted=True)])
         if action == "drafts":
             return web.json_response(self.drafts(int(request.query["chat_id"])))
+        if action == "draft_calls":
+            return web.json_response(self.draft_calls(int(request.query["chat_id"])))
         if action == "stats":
             return web.json_response(
                 {

@@ -654,8 +654,9 @@ class FakeGemini(LoopbackServer):
         return response
 
     async def _handle_control(self, request: web.Request) -> web.StreamResponse:
-        """For a fake in another process: POST /_fake/queue [items], /_fake/config {latency, fail_always},
-        /_fake/reset; GET /_fake/stats. A Fault is {"fault": "<factory>", ...args}."""
+        """For a fake in another process: POST /_fake/queue [items], /_fake/config {latency, fail_always,
+        chunk_chars, chunk_delay}, /_fake/reset; GET /_fake/stats, /_fake/streams (each streamed request's last
+        user text, arrival and first chunk times). A Fault is {"fault": "<factory>", ...args}."""
         action = request.match_info["action"]
         body: Any = await request.json() if request.can_read_body else None
         if action == "queue":
@@ -663,11 +664,18 @@ class FakeGemini(LoopbackServer):
         elif action == "config":
             if "latency" in body:
                 self.latency = float(body["latency"])
+            if "chunk_chars" in body:
+                self.chunk_chars = int(body["chunk_chars"])
+            if "chunk_delay" in body:
+                self.chunk_delay = float(body["chunk_delay"])
             if "fail_always" in body:
                 fault = _reply_from_json(body["fail_always"]) if body["fail_always"] else None
                 self.fail_always = fault if isinstance(fault, Fault) else None
         elif action == "reset":
             self.reset()
+        elif action == "streams":
+            return web.json_response([{"text": r.last_user_text, "at": r.at, "first_chunk_at": r.first_chunk_at}
+                                      for r in self.requests if r.action == "streamGenerateContent"])
         elif action != "stats":
             return web.json_response({"error": f"unknown action {action}"}, status=404)
         return web.json_response(
