@@ -53,7 +53,7 @@ async def test_a_coaching_reply_grows_in_drafts_then_arrives_whole(streaming: Ha
     assert final.text == REPLY
     assert streaming.gemini.requests[-1].action == "streamGenerateContent"
     drafts = streaming.bot_api.drafts(ANN)[before:]
-    assert len(drafts) >= 3, drafts
+    assert len(drafts) >= 2, drafts
     assert all(len(a) < len(b) for a, b in pairwise(drafts)), "drafts only grow"
     assert all(REPLY.startswith(d) for d in drafts)
     assert any(label.startswith("☆") for label, _ in final.buttons()), "the final message keeps its rating row"
