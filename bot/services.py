@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
@@ -110,8 +111,10 @@ class Services:
             await _maybe_await(stop())
 
     def background(self, work: Coroutine[Any, Any, Any]) -> None:
-        """Run work after the reply without delaying it; failures are logged, never raised."""
-        task = asyncio.create_task(_logged(work))
+        """Run work after the reply without delaying it; failures are logged, never raised. The work starts in
+        a context of its own: a turn's open trace (or its locale) never leaks into it, even when it is started
+        while the turn still runs (the resolution's judge, sent before the plan is written)."""
+        task = asyncio.create_task(_logged(work), context=contextvars.Context())
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

@@ -16,7 +16,7 @@ from tests.test_faults import to_coaching
 ANN = 5301
 # docs/PERFORMANCE.md lists them: the user with what a check-in awaits, the prompt's four inputs, the message;
 # after the answer, the reply, the message marked answered, the tokens.
-COACHING_TURN = ["SELECT checkin_prefs,users", "SELECT goals,plans,resolutions", "SELECT milestones",
+COACHING_TURN = ["SELECT checkin_prefs,users", "UPDATE users", "SELECT goals,plans,resolutions", "SELECT milestones",
                  "SELECT progress_entries", "SELECT turns", "INSERT turns",
                  "INSERT turns", "UPDATE turns", "INSERT llm_usage"]
 
@@ -53,7 +53,7 @@ async def _turn_statements(h: Harness, text: str, *, expect: int = 1) -> list[st
 
 
 async def test_a_coaching_turn_runs_the_same_short_list_of_statements_every_time(any_db: Harness) -> None:
-    """The second and the thirtieth coaching turn issue the same nine statements (no growth, no extra reads)."""
+    """The second and the thirtieth coaching turn issue the same ten statements (no growth, no extra reads)."""
     await to_coaching(any_db, ANN)
     early = await _turn_statements(any_db, "first week went fine")
     for n in range(27):
