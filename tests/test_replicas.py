@@ -153,17 +153,13 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
 
 
 async def send_in_order(client: httpx.AsyncClient, api: str, replicas: list[Proc], user_id: int,
-                        texts: list[str], offset: int) -> list[float]:
-    """One user's messages, each POSTed after the previous was answered, alternating replicas."""
-    waits = []
+                        texts: list[str], offset: int) -> None:
+    """One user's messages, each POSTed after the previous was acknowledged, alternating replicas."""
     for index, text in enumerate(texts):
         update = (await client.post(f"{api}/_fake/user_sends", json={"user_id": user_id, "text": text})).json()
         target = replicas[(index + offset) % len(replicas)]
-        started = time.monotonic()
         response = await client.post(f"{target.url}/telegram", json=update, headers={SECRET_HEADER: SECRET})
-        waits.append(time.monotonic() - started)
         assert response.status_code == 200, (target.name, response.status_code, response.text)
-    return waits
 
 
 @pytest.mark.postgres
@@ -182,7 +178,7 @@ async def test_two_replicas_keep_order_and_hand_over_the_scheduler(cluster: Clus
     scripts = {u: ["/start", f"goal of {u}", f"answer one {u}", f"answer two {u}", f"answer three {u}"]
                for u in users}
     async with httpx.AsyncClient(timeout=60) as client:
-        waits = await asyncio.gather(*(send_in_order(client, api, [a, b], u, scripts[u], u % 2) for u in users))
+        await asyncio.gather(*(send_in_order(client, api, [a, b], u, scripts[u], u % 2) for u in users))
     conn = await asyncpg.connect(cluster.db_url.replace("+asyncpg", ""))
     try:
         for u in users:  # every message answered (texts waiting together are answered in one reply)
@@ -195,8 +191,6 @@ async def test_two_replicas_keep_order_and_hand_over_the_scheduler(cluster: Clus
         async with httpx.AsyncClient(timeout=5) as client:
             handled_by = {p.name: await _turns(client, p) for p in (a, b)}
         assert all(handled_by.values()), f"both replicas handled turns: {handled_by}"
-        queued_behind = sum(1 for w in waits for x in w if x > 0.15)
-        assert queued_behind > 0, "some updates waited for the user's previous turn on the other replica"
 
         # 2. One scheduler: exactly one leader.
         async with httpx.AsyncClient(timeout=5) as client:
