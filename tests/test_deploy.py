@@ -386,11 +386,11 @@ async def test_sigterm_finishes_the_turn_in_flight(mode, tmp_path, sqlite_url, b
         await bot.wait_ready()
         await _say(bot_api, ANN, "/start", 2, webhook=bot if mode == "webhook" else None)
         gemini.responder = lambda req: Fault.hang(0.9)
-        typing_before = len(bot_api.chat_actions(ANN))
+        at_work = len(bot_api.chat_actions(ANN)) + len(bot_api.drafts(ANN))  # typing, or a draft
         update = bot_api.user_sends(ANN, "Learn to juggle")
         if mode == "webhook":
             await _post(bot, update)
-        await bot_api.wait_for(lambda: len(bot_api.chat_actions(ANN)) > typing_before, timeout=10)
+        await bot_api.wait_for(lambda: len(bot_api.chat_actions(ANN)) + len(bot_api.drafts(ANN)) > at_work, timeout=10)
         code, seconds = await bot.terminate()
         assert code == 0, bot.output()[-3000:]
         assert len(bot_api.messages(ANN)) == 3, "the turn in flight was answered before the exit"

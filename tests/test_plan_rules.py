@@ -147,12 +147,13 @@ async def test_a_broken_plan_is_rewritten_once_with_the_reason(harness: Harness)
 
 
 async def test_a_plan_broken_twice_is_never_shown(harness: Harness) -> None:
-    """When the rewrite breaks the rules too, no plan is stored or shown: a clear reply with Try again."""
+    """When the rewrite breaks the rules too, no plan is stored or shown: after the resolution (sent as soon as it
+    was written) comes a clear reply with Try again."""
     broken = plan([(live(0), live(10)), (live(40), live(59))])
     harness.gemini.queue(ENOUGH, resolution(live(59)), broken, broken)
     sent = await _goal(harness)
-    assert len(sent) == 1 and "hold together" in sent[0].text
-    assert [label for label, _ in sent[0].buttons()] == ["Try again"]
+    assert len(sent) == 2 and "Your resolution" in sent[0].text and "hold together" in sent[1].text
+    assert [label for label, _ in sent[1].buttons()] == ["Try again"]
     async with harness.services.db.session() as session:
         assert (await session.scalars(select(Plan))).all() == []
 

@@ -249,9 +249,9 @@ async def test_stop_finishes_the_turn_in_flight(bot_api, gemini, sqlite_url) -> 
         h = Harness(runner.app, bot_api, gemini)
         await h.say(ANN, "/start", expect=2)
         gemini.responder = lambda req: Fault.hang(0.8)
-        typing_before = len(bot_api.chat_actions(ANN))
+        at_work = len(bot_api.chat_actions(ANN)) + len(bot_api.drafts(ANN))  # typing, or a draft
         bot_api.user_sends(ANN, "Learn the violin")
-        await bot_api.wait_for(lambda: len(bot_api.chat_actions(ANN)) > typing_before)
+        await bot_api.wait_for(lambda: len(bot_api.chat_actions(ANN)) + len(bot_api.drafts(ANN)) > at_work)
         await runner.stop()
         assert len(bot_api.messages(ANN)) == 3, "the turn in flight was finished before the stop completed"
         await delivery.stop()
