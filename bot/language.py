@@ -2,7 +2,8 @@
 command menu, description and short description are published in every language at start-up.
 
 Each update's language comes from a small cache (filled by every turn, which reads the stored setting anyway),
-else from the database, else (someone new) from Telegram's `language_code`. The pipeline sets the stored one
+else from the database (a plain text skips this read: its turn reads the user row first thing), else (someone
+new) from Telegram's `language_code`. The pipeline sets the stored one
 again whenever it reads the user, so a turn is always in the setting even if this replica's cache is stale.
 """
 
@@ -41,6 +42,13 @@ async def use_language(update: Update, context: ReinContext) -> None:
         i18n.set_locale(i18n.nearest(user.language_code))
         return
     code = context.bot_data.languages.get(user.id)
+    message = update.message
+    if code is None and message is not None and message.text and not message.text.startswith("/"):
+        # A plain text is a turn: it reads the user row first thing and sets the stored language then (and
+        # the turn fills the cache). Reading it here too would cost a session per uncached user and let a burst
+        # of new users overtake each other on the way to the coach.
+        i18n.set_locale(i18n.nearest(user.language_code))
+        return
     if code is None:
         try:
             code = await context.services.languages.stored(speaker(update))
