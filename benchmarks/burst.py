@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
 import time
 from typing import Any
 
 import httpx
 
-from benchmarks.loopback import BotProcess, Servers, bot_env, isolated, servers
+from benchmarks.loopback import BotProcess, Servers, bot_env, on_each_database, servers
 from benchmarks.turns import burst, database, row, seed, set_latency, telegram_id
 
 USERS = 40
@@ -92,9 +91,7 @@ def run_on(kind: str) -> list[dict[str, Any]]:
 
 def run() -> list[dict[str, Any]]:
     """S3 on SQLite and PostgreSQL."""
-    kinds = os.environ.get("REIN_BENCH_DATABASES", "sqlite,postgres").split(",")
-    with isolated():
-        return [r for kind in kinds for r in run_on(kind.strip())]
+    return on_each_database(run_on)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.loopback import BOT_CPU, ROOT, TOKEN, BotProcess, _all_cpus, isolated, servers
+from benchmarks.loopback import BOT_CPU, ROOT, TOKEN, BotProcess, _all_cpus, databases, isolated, servers
 from benchmarks.registry import FLOOR
 from benchmarks.turns import burst, database, row, seed
 
@@ -192,7 +192,7 @@ def _echo_cost(bot_api: str) -> float:
 
 def run() -> list[dict[str, Any]]:
     """B0 on this machine: each library's least cost, and what a coaching turn costs at the floor."""
-    kinds = [k.strip() for k in os.environ.get("REIN_BENCH_DATABASES", "sqlite,postgres").split(",")]
+    kinds = databases()
     with isolated(), servers() as srv:
         echo = _echo_cost(srv.bot_api)
         sdk, adapter = _measure("gemini-sdk", srv.gemini), _measure("gemini-rein", srv.gemini)

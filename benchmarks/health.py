@@ -11,14 +11,13 @@ CPU; the loopback servers and this driver share the other.
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import time
 from typing import Any
 
 import httpx
 
-from benchmarks.loopback import BotProcess, bot_env, free_port, isolated, servers
+from benchmarks.loopback import BotProcess, bot_env, free_port, on_each_database, servers
 from benchmarks.turns import database, row, seed, set_latency, telegram_id
 
 USERS = 40
@@ -180,6 +179,4 @@ def run_on(kind: str) -> list[dict[str, Any]]:
 
 def run() -> list[dict[str, Any]]:
     """H1 on SQLite and PostgreSQL."""
-    kinds = os.environ.get("REIN_BENCH_DATABASES", "sqlite,postgres").split(",")
-    with isolated():
-        return [r for kind in kinds for r in run_on(kind.strip())]
+    return on_each_database(run_on)

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,17 @@ def isolated() -> Iterator[None]:
         yield
     finally:
         os.sched_setaffinity(0, set(ALL_CPUS))
+
+
+def databases() -> list[str]:
+    """The databases a benchmark runs on: `REIN_BENCH_DATABASES` (comma-separated), else SQLite and PostgreSQL."""
+    return [k.strip() for k in os.environ.get("REIN_BENCH_DATABASES", "sqlite,postgres").split(",")]
+
+
+def on_each_database(run_on: Callable[[str], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """A benchmark's rows on every database of `databases()`, in an isolated working directory."""
+    with isolated():
+        return [r for kind in databases() for r in run_on(kind)]
 
 
 def _all_cpus() -> None:

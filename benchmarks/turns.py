@@ -22,7 +22,7 @@ import httpx
 from sqlalchemy import create_engine, insert, text
 from sqlmodel import SQLModel
 
-from benchmarks.loopback import BotProcess, Servers, bot_env, isolated, servers
+from benchmarks.loopback import BotProcess, Servers, bot_env, on_each_database, servers
 from benchmarks.registry import FLOOR
 from storage.db import sync_url, upgrade
 from storage.models import Stage
@@ -343,9 +343,7 @@ def run_on(kind: str) -> list[dict[str, Any]]:
 
 def run() -> list[dict[str, Any]]:
     """B1–B4 on SQLite and PostgreSQL."""
-    kinds = os.environ.get("REIN_BENCH_DATABASES", "sqlite,postgres").split(",")
-    with isolated():
-        return [r for kind in kinds for r in run_on(kind.strip())]
+    return on_each_database(run_on)
 
 
 if __name__ == "__main__":
