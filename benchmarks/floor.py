@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.loopback import BOT_CPU, ROOT, TOKEN, BotProcess, _all_cpus, databases, isolated, servers
+from benchmarks.loopback import BOT_CPU, ROOT, TOKEN, BotProcess, all_cpus, databases, isolated, servers
 from benchmarks.registry import FLOOR
 from benchmarks.turns import burst, database, row, seed
 
@@ -173,7 +173,7 @@ def child(argv: list[str]) -> None:
 def _measure(part: str, arg: str) -> float:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LOG_LEVEL": "WARNING"}
     done = subprocess.run([sys.executable, "-m", "benchmarks.floor", part, arg], cwd=ROOT, env=env, check=True,
-                          capture_output=True, text=True, preexec_fn=_all_cpus, timeout=600)
+                          capture_output=True, text=True, preexec_fn=all_cpus, timeout=600)
     return float(done.stdout.strip().splitlines()[-1])
 
 

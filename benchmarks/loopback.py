@@ -70,7 +70,7 @@ def on_each_database(run_on: Callable[[str], list[dict[str, Any]]]) -> list[dict
         return [r for kind in databases() for r in run_on(kind)]
 
 
-def _all_cpus() -> None:
+def all_cpus() -> None:
     """In the bot's child process before exec: every CPU again (CPU_AFFINITY then picks)."""
     if ALL_CPUS:
         os.sched_setaffinity(0, set(ALL_CPUS))
@@ -158,7 +158,7 @@ class BotProcess:
         before = calls(bot_api, "getUpdates")
         started = time.perf_counter()
         self.proc = subprocess.Popen(self.command, cwd=ROOT, env=self.env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_all_cpus)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=all_cpus)
         deadline = time.monotonic() + timeout
         while calls(bot_api, "getUpdates") <= before:
             if self.proc.poll() is not None:

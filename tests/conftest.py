@@ -56,7 +56,7 @@ async def gemini() -> AsyncIterator[FakeGemini]:
     await server.stop()
 
 
-async def _create_pg_database() -> tuple[str, str]:
+async def create_pg_database() -> tuple[str, str]:
     import asyncpg
 
     name = f"rein_t_{uuid.uuid4().hex[:10]}"
@@ -68,7 +68,7 @@ async def _create_pg_database() -> tuple[str, str]:
     return name, f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
 
 
-async def _drop_pg_database(name: str) -> None:
+async def drop_pg_database(name: str) -> None:
     import asyncpg
 
     conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
@@ -84,9 +84,9 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIt
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path}/rein.db"
         return
-    name, url = await _create_pg_database()
+    name, url = await create_pg_database()
     yield url
-    await _drop_pg_database(name)
+    await drop_pg_database(name)
 
 
 @pytest.fixture

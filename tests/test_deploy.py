@@ -336,11 +336,11 @@ class BotProcess:
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
     """A fresh PostgreSQL database (what compose gives the bot)."""
-    from tests.conftest import _create_pg_database, _drop_pg_database
+    from tests.conftest import create_pg_database, drop_pg_database
 
-    name, url = await _create_pg_database()
+    name, url = await create_pg_database()
     yield url
-    await _drop_pg_database(name)
+    await drop_pg_database(name)
 
 
 @pytest.mark.postgres

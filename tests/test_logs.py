@@ -12,7 +12,7 @@ import pytest
 
 from bot.logs import REDACTED, configure, database_password, settings_secrets
 from bot.webhook import SECRET_HEADER, make_runner
-from tests.conftest import TOKEN, Harness, _create_pg_database, _drop_pg_database
+from tests.conftest import TOKEN, Harness, create_pg_database, drop_pg_database
 from tests.fakes import FakeBotAPI, FakeGemini, Fault
 from tests.test_faults import to_coaching
 from tests.test_webhook import SECRET, TelegramDelivery, webhook_settings
@@ -26,9 +26,9 @@ DB_PASSWORD = "db-Pass_w0rd-7c1e9a"
 @pytest.fixture
 async def pg_with_password() -> AsyncIterator[str]:
     """A fresh PostgreSQL database, its URL carrying a password (the local server trusts loopback, so any works)."""
-    name, url = await _create_pg_database()
+    name, url = await create_pg_database()
     yield url.replace("postgres@", f"postgres:{DB_PASSWORD}@", 1)
-    await _drop_pg_database(name)
+    await drop_pg_database(name)
 
 
 @pytest.mark.postgres

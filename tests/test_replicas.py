@@ -24,7 +24,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import TOKEN, _create_pg_database, _drop_pg_database
+from tests.conftest import TOKEN, create_pg_database, drop_pg_database
 from tests.test_webhook import SECRET, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +136,7 @@ async def is_leader(client: httpx.AsyncClient, proc: Proc) -> bool:
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     """A fresh PostgreSQL database plus the loopback Bot API and Gemini as processes."""
-    name, url = await _create_pg_database()
+    name, url = await create_pg_database()
     c = Cluster(tmp_path, url)
     api_port, gemini_port = free_port(), free_port()
     c.bot_api = c.spawn("botapi", ["-m", "tests.fakes.botapi", "--port", str(api_port), "--token", TOKEN])
@@ -149,7 +149,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         yield c
     finally:
         c.stop_all()
-        await _drop_pg_database(name)
+        await drop_pg_database(name)
 
 
 async def send_in_order(client: httpx.AsyncClient, api: str, replicas: list[Proc], user_id: int,
@@ -320,9 +320,9 @@ async def _schedule_once(conn: asyncpg.Connection, telegram_id: int, due: dateti
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
     """A fresh PostgreSQL database."""
-    name, url = await _create_pg_database()
+    name, url = await create_pg_database()
     yield url
-    await _drop_pg_database(name)
+    await drop_pg_database(name)
 
 
 async def _until(predicate: Any, timeout: float = 10.0) -> float:
