@@ -53,6 +53,7 @@ class CheckinScheduler:
         self._scheduler: Any = None
         self._lock = asyncio.Lock()
         self._armed: datetime | None = None
+        self._running: set[asyncio.Task[None]] = set()  # passes the timer started (they queue on the lock)
         self.passes = 0  # passes finished (a positive signal that a pass has run, for tests and metrics)
 
     @property
@@ -111,6 +112,16 @@ class CheckinScheduler:
         self._arm(await self.dispatch.earliest_due())
 
     async def _wake(self) -> None:
+        """The timer's job: start a pass and return at once. A job that ran the pass itself would still be running
+        when its pass re-armed the timer for something already due; APScheduler skips a job while an instance of
+        it runs (max_instances=1), and that skipped wake-up was the last one: what it was for waited for good."""
+        task = asyncio.create_task(self._pass(), name="checkin-pass")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _pass(self) -> None:
+        if self._scheduler is None:  # stopped meanwhile
+            return
         self._armed = None
         try:
             await self.run_due()
