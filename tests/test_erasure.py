@@ -80,6 +80,21 @@ async def threads_of(h: Harness, user: User) -> set[str]:
         rows = await session.scalars(select(Turn.thread_id).where(Turn.user_id == user.id))
         return {t for t in rows.all() if t} | {user.thread_id}
 
+async def traces_delivered(h: Harness, stub: OpikStub, telegram_id: int) -> None:
+    """Flush the tracer, then wait until the stub holds the trace of every coach reply the user got (Opik's SDK
+    sends on its own threads, and a loaded machine can outlast one flush's bound)."""
+    await asyncio.to_thread(h.services.tracer.flush)
+    user = await user_row(h, telegram_id)
+    async with h.services.db.session() as session:
+        rows = await session.scalars(select(Turn.trace_id).where(Turn.user_id == user.id, Turn.role == "coach"))
+        wanted = {t for t in rows.all() if t}
+    assert wanted, "the user got no traced coach reply"
+
+    async def held() -> bool:
+        return wanted <= set(stub.traces_by_id())
+
+    await until(held)
+
 
 async def delete(h: Harness, user_id: int) -> str:
     """/delete and Yes; the bot's answer."""
@@ -93,7 +108,8 @@ async def test_delete_erases_exactly_the_users_traces_and_threads_in_opik(traced
     h = traced
     await to_coaching(h, ANN)
     await to_coaching(h, BOB)
-    await asyncio.to_thread(h.services.tracer.flush)
+    await traces_delivered(h, opik_stub, ANN)
+    await traces_delivered(h, opik_stub, BOB)
     ann, bob = await user_row(h, ANN), await user_row(h, BOB)
     ann_threads, bob_threads = await threads_of(h, ann), await threads_of(h, bob)
     ann_traces, bob_traces = held_by(opik_stub, ann.opaque_id, ann_threads), held_by(opik_stub, bob.opaque_id,
@@ -124,7 +140,7 @@ async def test_opik_down_during_delete_keeps_the_erasure_until_it_is_back(bot_ap
     h = Harness(app, bot_api, gemini)
     try:
         await to_coaching(h, ANN)
-        await asyncio.to_thread(h.services.tracer.flush)
+        await traces_delivered(h, opik_stub, ANN)
         ann = await user_row(h, ANN)
         threads = await threads_of(h, ann)
         held = held_by(opik_stub, ann.opaque_id, threads)
@@ -215,7 +231,7 @@ async def test_export_lists_the_trace_and_thread_ids_opik_holds(traced: Harness,
     replies' traces among them), next to the database's rows."""
     h = traced
     await to_coaching(h, ANN)
-    await asyncio.to_thread(h.services.tracer.flush)
+    await traces_delivered(h, opik_stub, ANN)
     ann = await user_row(h, ANN)
     sent = (await h.say(ANN, "/export"))[0]
     data = json.loads(sent.file or b"")
@@ -236,9 +252,12 @@ async def test_judge_traces_carry_the_users_opaque_id(bot_api, gemini, sqlite_ur
         await h.services.drain()
         await asyncio.to_thread(h.services.tracer.flush)
         ann = await user_row(h, ANN)
-        judge = [t for t in opik_stub.traces_by_id().values() if str(t.get("name", "")).startswith("judge.")
-                 and (t.get("metadata") or {}).get("user") == ann.opaque_id]
-        assert judge, "no judge trace named the user"
+
+        async def judged() -> bool:
+            return any(str(t.get("name", "")).startswith("judge.") and (t.get("metadata") or {}).get("user")
+                       == ann.opaque_id for t in opik_stub.traces_by_id().values())
+
+        await until(judged)
         assert prompts.JUDGE_REPLY.name
     finally:
         await stop_bot(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -255,14 +256,19 @@ async def test_traces_carry_the_opaque_id_never_the_telegram_id_or_name(logged, 
     await h.say(ANN, "/start", expect=2, first_name=ANN_NAME, username="zanzi_bar")
     h.gemini.queue({"enough_information": True, "missing": [], "question": ""})
     await h.say(ANN, "Cycle to work", expect=2, first_name=ANN_NAME, username="zanzi_bar")
-    h.services.tracer.flush()
+    await asyncio.to_thread(h.services.tracer.flush)
     async with h.services.db.session() as session:
         ann = await users.get_user(session=session, telegram_id=ANN)
     assert ann is not None
-    sent = json.dumps(opik_stub.requests[first_request:], default=str)
-    assert ann.opaque_id in sent
+
+    def sent() -> str:
+        return json.dumps(opik_stub.requests[first_request:], default=str)
+
+    opaque_id = ann.opaque_id
+    await opik_stub.wait_for(lambda: opaque_id in sent(), timeout=15, what="the turns' traces")
+    sent_text = sent()
     for mark in (str(ANN), ANN_NAME, "zanzi_bar"):
-        assert mark not in sent
+        assert mark not in sent_text
 
 
 # ----- /delete and /export ------------------------------------------------------------------------
