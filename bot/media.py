@@ -72,6 +72,7 @@ async def received(update: Update, context: ReinContext) -> None:
         capped = await svc.conversation.over_daily_cap(who)  # past MAX_MESSAGES_PER_DAY nothing reaches the model
         if capped is not None:
             return capped
+        await svc.media.wait_for_room(who, incoming)  # a user over the flood guard is heard when it allows
         data = await download(context.bot, file_id)
         if data is None:
             return [media.not_downloaded()]

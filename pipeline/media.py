@@ -21,12 +21,15 @@ day's cap on stored messages gets the cap's notice (once) without the file being
 (`Conversation.over_daily_cap`).
 
 The understanding step does not count against the per-user flood guard (the coach's reply that follows does,
-once, as for a typed message), but a user already over the cap is not listened to until the window allows.
+once, as for a typed message), but a user already over the cap is not listened to until the window allows: the
+turn waits for the guard's room before the file is even fetched (`wait_for_room`, the status line showing), then
+goes on by itself, so the file is never refused for it and no bytes are held while waiting.
 No Telegram here: the bot downloads the file and hands over the bytes (`bot.media`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import dataclass
@@ -47,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 BOT_API_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # getFile refuses larger files
 DESCRIPTION_CHARS = 300  # a photo's (or a sound's) description is one line
+ROOM_WAIT_S = 120.0  # the longest a file waits for the flood guard's room (its window is a minute)
+ROOM_MARGIN_S = 0.05  # past the window's edge, so the room is there when the wait ends
 
 VOICE, AUDIO, PHOTO = "voice", "audio", "photo"
 LISTENED = (VOICE, AUDIO)
@@ -62,7 +67,6 @@ NO_WORDS = N_("I couldn't make out any words in that voice note. Could you recor
 NOT_UNDERSTOOD = N_("I couldn't take that in just now. Please send it again in a minute, or tell me in words.")
 LISTENING = N_("Listening to your recording…")
 LOOKING = N_("Looking at your photo…")
-SLOW_DOWN = N_("You're sending faster than I can listen. Send that again in a minute, please.")
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,19 @@ class MediaReader:
         """The message for a file Rein will not download, else None."""
         return refusal(incoming, self.limits)
 
+    async def wait_for_room(self, who: Speaker, incoming: Incoming) -> None:
+        """Wait until the flood guard has room for the user's next LLM call (at most `ROOM_WAIT_S`), the chat's
+        draft saying the file is being taken in; at once when there is room."""
+        waited = 0.0
+        while (wait := self.steps.room_in(who.telegram_id)) > 0 and waited < ROOM_WAIT_S:
+            if not waited:
+                logger.info("media.waits_for_room in_s=%.1f", wait)
+                if who.drafts is not None:
+                    who.drafts.status(_(LOOKING if incoming.kind == PHOTO else LISTENING))
+            wait = min(wait + ROOM_MARGIN_S, ROOM_WAIT_S - waited)
+            await asyncio.sleep(wait)
+            waited += wait
+
     async def understand(self, who: Speaker, incoming: Incoming, data: bytes) -> str | list[Reply]:
         """The text of the user's turn for a downloaded file, or the replies saying why there is none."""
         if len(data) > min(self.limits.max_bytes, BOT_API_DOWNLOAD_LIMIT):
@@ -180,8 +197,6 @@ class MediaReader:
         if mime is None or not mime.startswith(wanted):
             logger.info("media.unreadable kind=%s", incoming.kind)
             return [what_works()]
-        if self.steps.flooded(who.telegram_id):
-            return [Reply.plain(_(SLOW_DOWN))]
         async with self.db.session() as session:
             user = await speaker.load(session, who)
             goal = await goals.get_goal(session=session, goal_id=user.active_goal_id or 0, user_id=user.id or 0)

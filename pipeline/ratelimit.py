@@ -45,6 +45,14 @@ class SlidingWindow:
         if hits:
             hits.pop()
 
+    def wait_s(self, key: int) -> float:
+        """Seconds until `key` has room in the window: 0 when it has room now (nothing is counted)."""
+        now = self.clock()
+        hits = [t for t in self._hits.get(key, ()) if now - t < self.window_s]
+        if len(hits) < self.limit:
+            return 0.0
+        return max(0.0, self.window_s - (now - hits[-self.limit]))
+
     def full(self, key: int) -> bool:
         """True while `key` has no room left in the window (nothing is counted)."""
         now = self.clock()

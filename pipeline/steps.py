@@ -150,6 +150,10 @@ class Steps:
         """Whether the user has no LLM call left in the flood guard's window (nothing is counted)."""
         return self.flood is not None and self.flood.full(telegram_id)
 
+    def room_in(self, telegram_id: int) -> float:
+        """Seconds until the flood guard has room for one more of the user's LLM calls (0: room now)."""
+        return self.flood.wait_s(telegram_id) if self.flood is not None else 0.0
+
     @contextlib.asynccontextmanager
     async def run(self, name: str, *, purpose: str, owner: Owner, input: dict[str, Any],
                   metadata: dict[str, Any] | None = None, tags: list[str] | None = None) -> AsyncIterator[Step]:

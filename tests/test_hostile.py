@@ -354,13 +354,15 @@ async def test_goal_stage_flood_keeps_every_message(bot_api, gemini, sqlite_url)
 
 
 def test_the_sliding_window_allows_the_limit_then_says_when_and_the_notice_comes_once_per_window() -> None:
-    """Per user: `limit` turns per window, then the seconds until there is room; a flood notice once a window."""
+    """Per user: `limit` turns per window, then the seconds until there is room (also asked without counting); a
+    flood notice once a window."""
     now = [0.0]
     window = SlidingWindow(3, 60, clock=lambda: now[0])
     assert [window.check(1).allowed for _ in range(3)] == [True, True, True]
     now[0] = 20.0
     over = window.check(1)
     assert not over.allowed and over.retry_after_s == 40.0
+    assert window.wait_s(1) == 40.0 and window.wait_s(2) == 0.0, "the wait, asked without counting"
     assert window.check(2).allowed, "another user has their own window"
     now[0] = 61.0
     assert window.check(1).allowed

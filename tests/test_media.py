@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -392,5 +393,33 @@ async def test_past_the_days_cap_a_file_is_neither_fetched_nor_heard(bot_api, ge
         assert bot_api.messages(ANN)[-1].message_id == notice.message_id, "told once a day"
         assert bot_api.calls_to("getFile") == [] and media_requests(h) == []
         assert await user_turns(h, ANN) == ["Run a 10k"]
+    finally:
+        await stop_bot(app)
+
+
+async def test_a_voice_note_past_the_flood_guard_waits_for_its_room_and_is_answered(bot_api, gemini,
+                                                                                     sqlite_url) -> None:
+    """With the one LLM call a window allows used, a voice note is not refused: the turn waits (status line in
+    the draft) until the guard has room, is not fetched before, then is heard and answered by the coach."""
+    app = await start_bot(make_settings(bot_api, gemini, sqlite_url, llm_calls_per_minute=1))
+    h = Harness(app, bot_api, gemini)
+    try:
+        await to_coaching(h, ANN)
+        limiter = h.services.steps.flood
+        assert limiter is not None
+        limiter.window_s = 3.0  # the cap's minute, shortened so the wait ends within the test
+        await h.say(ANN, "I ran 2 km today")  # the window's one call
+        room_in = limiter.wait_s(ANN)
+        assert room_in > 1.0, "the user is over the cap when the voice note comes"
+        fetched_before = len(bot_api.calls_to("getFile"))
+        gemini.queue(heard("I ran 3 km"))
+        started = time.monotonic()
+        [answer] = await sends(h, ANN, lambda: bot_api.user_sends_voice(ANN, VOICE, duration=1))
+        assert time.monotonic() - started >= room_in - 0.2, "heard only once the window allowed"
+        assert answer.text == "Coach: I ran 3 km" and answer.buttons(), "answered by the coach, with its rating row"
+        assert len(bot_api.calls_to("getFile")) == fetched_before + 1
+        assert "Listening to your recording…" in bot_api.drafts(ANN)
+        assert not any("again" in (m.text or "") for m in bot_api.messages(ANN)), "nobody was asked to resend"
+        assert (await user_turns(h, ANN))[-1] == "I ran 3 km"
     finally:
         await stop_bot(app)
