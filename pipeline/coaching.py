@@ -17,6 +17,7 @@ from pipeline.llm import LLMError, model_content, user_content
 from pipeline.replies import Reply
 from pipeline.steps import Step
 from pipeline.streaming import DraftSink
+from pipeline.timezones import local_today
 from storage import checkins as checkin_store
 from storage import goals, turns
 from storage.db import Database
@@ -110,7 +111,7 @@ class Coaching:
         user = inputs.user
         history = with_waiting(inputs.history, [*(waiting or []), turn], self.history_turns)
         context = views.coaching_context(inputs.goal, inputs.resolution, inputs.plan, inputs.milestones,
-                                         user.summary, inputs.progress)
+                                         user.summary, inputs.progress, today=local_today(user.timezone))
         contents = [*context_contents(context), *views.history_contents(history, upto=turn)]
         system = prompts.coach_system(gentle=gentle(user))
         text = self.guard.check(await step.text(system=system, contents=contents, drafts=drafts, guard=self.guard),

@@ -9,7 +9,8 @@ it is written, before the plan is; a plan that then fails leaves it in place, an
 from __future__ import annotations
 
 import json
-from datetime import date
+from collections.abc import Callable
+from datetime import date, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,9 +24,10 @@ from pipeline.schedule import schedule_menu
 from pipeline.schemas import ClarifyDecision, ResolutionDraft
 from pipeline.speaker import Speaker
 from pipeline.steps import Step
+from pipeline.timezones import local_today
 from storage import goals, turns
 from storage.db import Database
-from storage.models import Goal, Judgement, Resolution, Stage, Turn, User
+from storage.models import Goal, Judgement, Resolution, Stage, Turn, User, utcnow
 
 ACCEPTED = N_("Plan accepted. 🎉 From now on, tell me how it's going, ask for advice, or report what you did, and "
             "I'll coach you with your plan in mind. /plan shows it any time.")
@@ -51,8 +53,9 @@ class Planning:
     """Goal, clarification, resolution and plan: the steps and the buttons around them."""
 
     def __init__(self, *, db: Database, guard: OutputGuard, max_clarify_rounds: int = 3, judge_plans: bool = False,
-                 safe_threshold: float = 0.5) -> None:
+                 safe_threshold: float = 0.5, clock: Callable[[], datetime] = utcnow) -> None:
         self.db = db
+        self.clock = clock  # the day a plan starts is the user's today by this clock
         self.guard = guard
         self.max_clarify_rounds = max_clarify_rounds
         self.judge_plans = judge_plans  # the judge scores each plan before it is shown (JUDGE_ENABLED)
@@ -92,7 +95,7 @@ class Planning:
             resolution = await goals.latest_resolution(session=session, goal_id=goal.id or 0)
             previous = await goals.current_plan(session=session, goal_id=goal.id or 0)
             old_milestones = await goals.milestones(session=session, plan_id=previous.id or 0) if previous else []
-        today = date.today()
+        today = local_today(user.timezone, self.clock())
         draft: ResolutionDraft | None = None
         sent: Resolution | None = None  # the resolution already stored and sent, before the plan
         if resolution is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo, available_timezones
 
 # Common places whose name is not the last part of an IANA zone name.
@@ -109,3 +110,9 @@ def from_location(latitude: float, longitude: float) -> str | None:
     except (KeyError, ValueError):
         return None
     return name if not name.startswith("Etc/") else None
+
+
+def local_today(zone: str | None, now: datetime | None = None) -> date:
+    """The date on the user's calendar (UTC when they have not said where they are): the day a plan starts and
+    the day the coach calls today."""
+    return (now or datetime.now(UTC)).astimezone(ZoneInfo(zone or "UTC")).date()

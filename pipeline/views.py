@@ -54,9 +54,9 @@ def plan_brief(plan: Plan, milestones: list[Milestone]) -> str:
 
 
 def coaching_context(goal: Goal, resolution: Resolution | None, plan: Plan | None, milestones: list[Milestone],
-                     summary: str, progress: Sequence[ProgressEntry] = ()) -> str:
-    """Everything the coach should keep in mind, bounded in size."""
-    parts = [f"Today is {date.today().isoformat()}.", goal_brief(goal)[:2000]]
+                     summary: str, progress: Sequence[ProgressEntry] = (), *, today: date) -> str:
+    """Everything the coach should keep in mind on the user's `today`, bounded in size."""
+    parts = [f"Today is {today.isoformat()}.", goal_brief(goal)[:2000]]
     if resolution is not None:
         parts.append(resolution_brief(resolution))
     if plan is not None:

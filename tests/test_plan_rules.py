@@ -4,7 +4,7 @@ judged and rewritten, unsafe targets steered with the reason shown."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import opik
 import pytest
@@ -13,7 +13,7 @@ from sqlalchemy import select
 from pipeline import i18n, plan_rules, prompts
 from pipeline.schemas import PlanDraft
 from storage.models import Judgement, Plan, Resolution, Turn
-from tests.conftest import Harness, make_settings, start_bot, stop_bot
+from tests.conftest import Clock, Harness, make_settings, start_bot, stop_bot
 
 TODAY = date(2027, 3, 1)
 DEADLINE = TODAY + timedelta(days=59)
@@ -112,45 +112,55 @@ def resolution(deadline: str, *, weekly: int = 180, note: str = "") -> dict:
             "deadline_date": deadline, "strategy": "Build up slowly.", "weekly_minutes": weekly, "safety_note": note}
 
 
-def live(days: int) -> str:
-    return (date.today() + timedelta(days=days)).isoformat()
-
-
 def shown(iso: str) -> str:
     """A plan's ISO date as an English user reads it in a message."""
     return i18n.format_date(date.fromisoformat(iso))
 
 
-LIVE_GOOD = [(live(0), live(29)), (live(30), live(59))]
-
-
-async def _goal(h: Harness, text: str = "Run 5 km") -> list:
+async def _goal(h: Harness, text: str = "Run 5 km", *, at: time = time(12), zone: str = "") -> list:
+    """Set a goal on TODAY at `at` UTC (the planner's clock pinned, so no midnight falls inside the test), from
+    `zone` if given, and return what the bot sent after /start (and /timezone)."""
+    h.services.planning.clock = Clock(datetime.combine(TODAY, at, UTC))
     await h.say(ANN, "/start", expect=2)
+    if zone:
+        assert "Time zone set" in (await h.say(ANN, f"/timezone {zone}"))[0].text
     h.bot_api.user_sends(ANN, text)
     await h.settled(timeout=20)
-    return h.bot_api.messages(ANN)[2:]
+    return h.bot_api.messages(ANN)[3 if zone else 2:]
 
 
 async def test_a_broken_plan_is_rewritten_once_with_the_reason(harness: Harness) -> None:
     """A plan with a month-long gap is sent back with the reason; the user sees only the second, sound plan."""
-    harness.gemini.queue(ENOUGH, resolution(live(59)),
-                         plan([(live(0), live(10)), (live(40), live(59))], [live(10), live(59)]),
-                         plan(LIVE_GOOD, [live(29), live(59)]))
+    harness.gemini.queue(ENOUGH, resolution(d(59)),
+                         plan([(d(0), d(10)), (d(40), d(59))], [d(10), d(59)]),
+                         plan(GOOD, [d(29), d(59)]))
     sent = await _goal(harness)
     assert "Your resolution" in sent[0].text and "Your plan" in sent[1].text
-    assert f"{shown(live(0))} → {shown(live(29))}" in sent[1].text
-    assert f"{shown(live(30))} → {shown(live(59))}" in sent[1].text
+    assert f"{shown(d(0))} → {shown(d(29))}" in sent[1].text
+    assert f"{shown(d(30))} → {shown(d(59))}" in sent[1].text
     plan_requests = [r for r in harness.gemini.requests if r.system == prompts.answering(prompts.PLAN.text)]
     assert len(plan_requests) == 2
     retry = plan_requests[1].last_user_text
     assert "rejected because" in retry and "a gap of 29 day(s)" in retry
 
 
+async def test_a_plan_starts_on_the_users_own_today(harness: Harness) -> None:
+    """At 20:00 UTC a user in Auckland is already on the next day: the plan is asked for and starts on their date."""
+    theirs = TODAY + timedelta(days=1)
+    harness.gemini.queue(ENOUGH, resolution(d(59, theirs)),
+                         plan([(d(0, theirs), d(29, theirs)), (d(30, theirs), d(59, theirs))],
+                              [d(29, theirs), d(59, theirs)]))
+    sent = await _goal(harness, at=time(20), zone="Pacific/Auckland")
+    assert f"{shown(d(0, theirs))} → {shown(d(29, theirs))}" in sent[1].text
+    plan_request = next(r for r in harness.gemini.requests if r.system == prompts.answering(prompts.PLAN.text))
+    assert f"Today is {theirs.isoformat()}." in plan_request.last_user_text
+
+
 async def test_a_plan_broken_twice_is_never_shown(harness: Harness) -> None:
     """When the rewrite breaks the rules too, no plan is stored or shown: after the resolution (sent as soon as it
     was written) comes a clear reply with Try again."""
-    broken = plan([(live(0), live(10)), (live(40), live(59))])
-    harness.gemini.queue(ENOUGH, resolution(live(59)), broken, broken)
+    broken = plan([(d(0), d(10)), (d(40), d(59))])
+    harness.gemini.queue(ENOUGH, resolution(d(59)), broken, broken)
     sent = await _goal(harness)
     assert len(sent) == 2 and "Your resolution" in sent[0].text and "hold together" in sent[1].text
     assert [label for label, _ in sent[1].buttons()] == ["Try again"]
@@ -160,9 +170,9 @@ async def test_a_plan_broken_twice_is_never_shown(harness: Harness) -> None:
 
 async def test_a_resolution_with_a_past_deadline_is_rewritten(harness: Harness) -> None:
     """A deadline before today goes back to the model once; the resolution shown has the corrected one."""
-    harness.gemini.queue(ENOUGH, resolution(live(-3)), resolution(live(59)), plan(LIVE_GOOD, [live(29), live(59)]))
+    harness.gemini.queue(ENOUGH, resolution(d(-3)), resolution(d(59)), plan(GOOD, [d(29), d(59)]))
     sent = await _goal(harness)
-    assert f"Deadline: {shown(live(59))}" in sent[0].text
+    assert f"Deadline: {shown(d(59))}" in sent[0].text
     requests = [r for r in harness.gemini.requests if r.system == prompts.answering(prompts.RESOLUTION.text)]
     assert len(requests) == 2 and "is not after today" in requests[1].last_user_text
 
@@ -170,7 +180,7 @@ async def test_a_resolution_with_a_past_deadline_is_rewritten(harness: Harness) 
 async def test_an_unsafe_target_is_steered_and_the_reason_shown(harness: Harness) -> None:
     """Losing 10 kg in two weeks: the resolution the user sees carries why the target was changed."""
     note = "Losing 10 kg in two weeks is unsafe; 0.5-1 kg a week is the safe pace, so the deadline moved."
-    harness.gemini.queue(ENOUGH, resolution(live(59), note=note), plan(LIVE_GOOD, [live(29), live(59)]))
+    harness.gemini.queue(ENOUGH, resolution(d(59), note=note), plan(GOOD, [d(29), d(59)]))
     sent = await _goal(harness, "Lose 10 kg in two weeks for a wedding")
     assert "Why I changed your target: " + note in sent[0].text
     resolution_prompt = next(r for r in harness.gemini.requests
@@ -195,8 +205,8 @@ async def test_a_plan_judged_unsafe_is_rewritten_and_both_attempts_are_traced(bo
     app = await start_bot(settings)
     h = Harness(app, bot_api, gemini)
     try:
-        gemini.queue(ENOUGH, resolution(live(59)), plan(LIVE_GOOD, [live(29), live(59)]), verdict(0.1),
-                     plan(LIVE_GOOD, [live(29), live(59)]), verdict(0.9))
+        gemini.queue(ENOUGH, resolution(d(59)), plan(GOOD, [d(29), d(59)]), verdict(0.1),
+                     plan(GOOD, [d(29), d(59)]), verdict(0.9))
         with opik.record_traces_locally() as recorded:
             sent = await _goal(h)
             await h.services.drain()

@@ -18,6 +18,7 @@ from pipeline.replies import Reply
 from pipeline.schedule import SUNDAY, describe, format_time, in_quiet, next_occurrence, parse_range, parse_time
 from pipeline.steps import Owner, Steps
 from pipeline.streaming import DraftSink
+from pipeline.timezones import local_today
 from storage import checkins as store
 from storage import goals
 from storage.db import Database
@@ -169,8 +170,8 @@ class CheckinCore:
         plan = await goals.current_plan(session=session, goal_id=goal.id or 0)
         milestones = await goals.milestones(session=session, plan_id=plan.id or 0) if plan else []
         resolution = await goals.latest_resolution(session=session, goal_id=goal.id or 0)
-        context = views.coaching_context(goal, resolution, plan, milestones, user.summary)
-        today = self.clock().astimezone(ZoneInfo(user.timezone or "UTC")).date()
+        today = local_today(user.timezone, self.clock())
+        context = views.coaching_context(goal, resolution, plan, milestones, user.summary, today=today)
         week = this_weeks_actions(plan, today)
         upcoming = next((m for m in milestones if m.reached_at is None and m.target_date >= today), None)
         if week:
