@@ -21,6 +21,7 @@ from bot.context import ReinContext
 from bot.ordering import PerUserOrder
 from bot.replying import answer_query, current_markup, edit_markup, send_replies, typing
 from bot.services import Services
+from pipeline.conversation import More
 from pipeline.i18n import _, current
 from pipeline.replies import Reply
 from pipeline.speaker import Speaker
@@ -119,16 +120,24 @@ async def delete(update: Update, context: ReinContext) -> None:
     await run_turn(update, context, lambda svc, w: svc.account.delete_request(w))
 
 
+def newer_waiting(context: ReinContext, who_id: int) -> More:
+    """Whether newer messages of this user (texts, voice notes, photos) wait behind the one being handled: the last
+    of them answers this one too."""
+    order = context.application.update_processor
+
+    def more() -> bool:
+        return isinstance(order, PerUserOrder) and order.texts_waiting(who_id) > 0
+
+    return more
+
+
 async def text(update: Update, context: ReinContext) -> None:
     """Any text: answered by the coach according to the user's stage."""
     assert update.effective_message is not None and update.effective_user is not None
     message_text = update.effective_message.text or ""
     who_id = update.effective_user.id
 
-    order = context.application.update_processor
-
-    def more() -> bool:  # newer texts of this user wait: the last of them answers this one too
-        return isinstance(order, PerUserOrder) and order.texts_waiting(who_id) > 0
+    more = newer_waiting(context, who_id)
 
     async def answer(svc: Services, who: Speaker) -> list[Reply]:
         # An answer to what a check-in asked (time zone, a custom time, a note) is taken there: the coach's read

@@ -88,12 +88,17 @@ class Inbox:
             if row is None:
                 return None
             behind = await inbox.peek(session=session, telegram_id=telegram_id, limit=PEEK)
-        texts = sum(1 for payload in behind if _plain_text(payload))
+        texts = sum(1 for payload in behind if answerable_payload(payload))
         return Update.de_json(row.payload, self.app.bot), texts
 
 
-def _plain_text(payload: dict[str, Any]) -> bool:
-    """A stored update that is a new text message, not a command."""
+def answerable_payload(payload: dict[str, Any]) -> bool:
+    """A stored update the coach answers (as `bot.ordering.answerable`): a new text that is not a command, or a
+    voice note, audio file or photo."""
     message = payload.get("message")
-    text = message.get("text") if isinstance(message, dict) else None
+    if not isinstance(message, dict):
+        return False
+    if any(message.get(kind) for kind in ("voice", "audio", "photo")):
+        return True
+    text = message.get("text")
     return isinstance(text, str) and not text.startswith("/")

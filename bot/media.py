@@ -1,5 +1,7 @@
 """Voice notes, audio files and photos: limits checked from what Telegram says of the file, the file fetched with
-getFile, then understood (`pipeline.media`) and answered as a typed message would be.
+getFile, then understood (`pipeline.media`) and answered as a typed message would be, in a burst too: a text
+followed by a voice note is answered once, with the voice note's words; a file refused or not understood still
+lets the messages waiting before it be answered.
 
 Everything runs inside one turn of the user (typing indicator, the per-user order, the judge after it); a
 refusal or a failed download is a clear reply, never an error that reaches the error handler.
@@ -13,7 +15,7 @@ from telegram import Audio, Bot, Message, Update, Voice
 from telegram.error import TelegramError
 
 from bot.context import ReinContext
-from bot.handlers import run_turn
+from bot.handlers import newer_waiting, run_turn
 from bot.services import Services
 from pipeline import media
 from pipeline.media import AUDIO, PHOTO, VOICE, Incoming
@@ -64,8 +66,11 @@ async def received(update: Update, context: ReinContext) -> None:
     if found is None:
         return
     incoming, file_id = found
+    assert update.effective_user is not None
+    more = newer_waiting(context, update.effective_user.id)
 
-    async def work(svc: Services, who: Speaker) -> list[Reply]:
+    async def understood(svc: Services, who: Speaker) -> str | list[Reply]:
+        """The file's text, or the replies saying why there is none."""
         refused = svc.media.refusal(incoming)
         if refused is not None:
             return [refused]
@@ -76,9 +81,12 @@ async def received(update: Update, context: ReinContext) -> None:
         data = await download(context.bot, file_id)
         if data is None:
             return [media.not_downloaded()]
-        text = await svc.media.understand(who, incoming, data)
-        if isinstance(text, list):
-            return text
-        return await svc.conversation.on_text(who, text, answers=svc.checkins.prefs.intercept)
+        return await svc.media.understand(who, incoming, data)
+
+    async def work(svc: Services, who: Speaker) -> list[Reply]:
+        text = await understood(svc, who)
+        if isinstance(text, list):  # no text of its own: the messages waiting before it are still answered
+            return [*text, *await svc.conversation.answer_rest(who, more)]
+        return await svc.conversation.on_text(who, text, answers=svc.checkins.prefs.intercept, more=more)
 
     await run_turn(update, context, work, compact=True)

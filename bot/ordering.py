@@ -58,17 +58,21 @@ def private_user(update: object) -> int | None:
     return user.id
 
 
-def plain_text(update: object) -> bool:
-    """Whether an update is a new text message that is not a command (the coach answers those)."""
+def answerable(update: object) -> bool:
+    """Whether an update is a message the coach answers: a new text that is not a command, or a voice note, audio
+    file or photo (read as the words spoken or a line describing it, so a burst folds it in like a text)."""
     if not isinstance(update, Update) or update.message is None:
         return False
-    text = update.message.text
-    return text is not None and not text.startswith("/")
+    message = update.message
+    if message.voice is not None or message.audio is not None or message.photo:
+        return True
+    return message.text is not None and not message.text.startswith("/")
 
 
 class PerUserOrder(BaseUpdateProcessor):
     """Concurrent updates, in order per user; counts the updates it finished (tests wait on that count) and,
-    per user, the texts waiting for their turn (a text that has newer ones behind it is answered with them)."""
+    per user, the texts waiting for their turn (a text that has newer ones behind it is answered with them; "texts"
+    here are the `answerable` updates: a voice note or photo counts as one)."""
 
     def __init__(self, locks: UserLocks, max_concurrent_updates: int = 512) -> None:
         super().__init__(max_concurrent_updates)
@@ -104,7 +108,7 @@ class PerUserOrder(BaseUpdateProcessor):
         if user_id is None:
             await self.run(coroutine)
             return
-        waiting = plain_text(update)
+        waiting = answerable(update)
         if waiting:
             self._count_text(user_id, 1)
         try:

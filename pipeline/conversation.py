@@ -104,7 +104,7 @@ class Conversation:
         text = clean_text(text)
         if not text:
             empty = Reply.plain(_("That message was empty. Write me a few words and I'll answer."))
-            return [empty, *await self._answer_rest(who, more)]
+            return [empty, *await self.answer_rest(who, more)]
         hit = safety.screen(text)  # before anything else: no storage step, no check-in answer, no model
         if hit is not None:
             return await self.care.screened(who, text, hit)
@@ -122,15 +122,15 @@ class Conversation:
         if admission is not limits.Admission.STORE:  # past the day's cap: nothing stored; what waits is answered
             logger.info("coach.over_daily_cap notified=%s", admission is limits.Admission.NOTIFY)
             over = [limits.over_cap_notice(self.max_messages_per_day)] if admission is limits.Admission.NOTIFY else []
-            return [*over, *await self._answer_rest(who, more)]
+            return [*over, *await self.answer_rest(who, more)]
         if stored is None:  # rare: a check-in asked this user something
             assert answers is not None
             taken = await answers(who, text)
             if taken is None:
                 return [*notice, *await self.on_text(who, text, counted=True, more=more)]
-            return [*notice, *taken, *await self._answer_rest(who, more)]
+            return [*notice, *taken, *await self.answer_rest(who, more)]
         if isinstance(stored, list):
-            return [*notice, *stored, *await self._answer_rest(who, more)]
+            return [*notice, *stored, *await self.answer_rest(who, more)]
         if later:
             return notice
         user, turn, inputs = stored
@@ -177,9 +177,9 @@ class Conversation:
             return [Reply.plain(_("That message has already been answered, or a newer one replaced it."))]
         return await self.answer_waiting(who)
 
-    async def _answer_rest(self, who: Speaker, more: More | None) -> list[Reply]:
-        """After a text that took no LLM turn of its own: the messages waiting before it get their answer, unless
-        newer texts wait to give it."""
+    async def answer_rest(self, who: Speaker, more: More | None) -> list[Reply]:
+        """After a message that took no LLM turn of its own (a refused file too): the messages waiting before it get
+        their answer, unless newer messages wait to give it."""
         if more is not None and more():
             return []
         return await self.answer_waiting(who)

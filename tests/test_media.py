@@ -20,6 +20,7 @@ from pipeline import media, prompts
 from pipeline.media import MediaReading, sniff
 from storage.models import ProgressEntry, Rating
 from tests.conftest import Harness, make_settings, start_bot, stop_bot, user_snapshot
+from tests.fakes.gemini import Fault
 from tests.test_checkins import checkins_in, clock_at, local, set_up, tick
 
 DATA = Path(__file__).parent / "data"
@@ -367,8 +368,6 @@ async def test_a_voice_note_without_words_is_not_stored(harness: Harness) -> Non
 
 async def test_a_failed_understanding_gets_a_clear_message(harness: Harness) -> None:
     """Gemini down while listening: a clear message, nothing stored, and the next voice note works."""
-    from tests.fakes.gemini import Fault
-
     await harness.say(ANN, "/start", expect=2)
     harness.gemini.fail_always = Fault.status(503)
     assert "couldn't take that in" in await refused(harness, lambda: harness.bot_api.user_sends_voice(ANN, VOICE))
@@ -423,3 +422,51 @@ async def test_a_voice_note_past_the_flood_guard_waits_for_its_room_and_is_answe
         assert (await user_turns(h, ANN))[-1] == "I ran 3 km"
     finally:
         await stop_bot(app)
+
+
+# ----- in a burst ---------------------------------------------------------------------------------
+
+
+def coaching_requests(h: Harness, since: int) -> list[Any]:
+    """The Gemini requests after `since` that are not the understanding step."""
+    return [r for r in h.gemini.requests[since:] if r.system != prompts.MEDIA.text]
+
+
+async def behind_a_slow_turn(h: Harness, *, duration: int, expect: int) -> tuple[int, list[Any]]:
+    """Walk ANN to coaching and send "first" (answered slowly); while its turn is in flight, send the text
+    "I ran 2 km today" and a voice note of `duration` seconds (heard as "and 3 km yesterday"); wait for `expect`
+    replies. Return the index of the first Gemini request after "first" was sent, and the replies."""
+    await to_coaching(h, ANN)
+    h.gemini.responder = lambda req: (heard("and 3 km yesterday") if req.system == prompts.MEDIA.text
+                                      else Fault.hang(1.0) if req.last_user_text == "first" else None)
+    calls, before = len(h.gemini.requests), len(h.bot_api.messages(ANN))
+    h.bot_api.user_sends(ANN, "first")
+    await h.bot_api.wait_for(lambda: any(r.last_user_text == "first" for r in h.gemini.requests[calls:]), timeout=5)
+    h.bot_api.user_sends(ANN, "I ran 2 km today")
+    h.bot_api.user_sends_voice(ANN, VOICE, duration=duration)
+    await h.bot_api.wait_messages(ANN, before + expect)
+    await h.settled()
+    return calls, h.bot_api.messages(ANN)[before:]
+
+
+async def test_a_text_and_a_voice_note_that_waited_together_get_one_answer_that_reads_both(
+        db_harness: Harness) -> None:
+    """A text and a voice note sent while a turn is in flight wait together: one coaching call that reads the text,
+    then the voice note's words, answers both in one reply (SQLite and PostgreSQL)."""
+    h = db_harness
+    calls, sent = await behind_a_slow_turn(h, duration=1, expect=2)
+    assert [m.text for m in sent] == ["Coach: first", "Coach: and 3 km yesterday"], "one reply for the two"
+    assert [r.last_user_text for r in coaching_requests(h, calls)] == ["first", "and 3 km yesterday"]
+    assert coaching_requests(h, calls)[-1].user_texts[-2:] == ["I ran 2 km today", "and 3 km yesterday"]
+    assert sent[-1].buttons(), "the reply has its rating row"
+    assert (await user_turns(h, ANN))[-3:] == ["first", "I ran 2 km today", "and 3 km yesterday"]
+
+
+async def test_a_text_followed_by_a_refused_voice_note_is_still_answered(harness: Harness) -> None:
+    """A text, then a voice note too long to take in, waiting together behind a turn in flight: the refusal says why,
+    and the text that waited for the voice note is answered after it (nobody is left in silence)."""
+    calls, replies = await behind_a_slow_turn(harness, duration=601, expect=3)
+    sent = [m.text or "" for m in replies]
+    assert sent[0] == "Coach: first" and "too long" in sent[1] and sent[2] == "Coach: I ran 2 km today", sent
+    assert len(sent) == 3 and coaching_requests(harness, calls)[-1].last_user_text == "I ran 2 km today"
+    assert harness.bot_api.calls_to("getFile") == []

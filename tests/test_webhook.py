@@ -19,7 +19,7 @@ import pytest
 
 from bot.webhook import ALLOWED_UPDATES, SECRET_HEADER, Runner, make_runner
 from storage import inbox
-from tests import test_flow
+from tests import test_flow, test_media
 from tests.conftest import Harness, make_settings
 from tests.fakes import FakeBotAPI, FakeGemini, Fault
 
@@ -135,6 +135,16 @@ async def harness(bot_api: FakeBotAPI, gemini: FakeGemini, sqlite_url: str) -> A
 for _name, _test in vars(test_flow).copy().items():
     if _name.startswith("test_") and list(inspect.signature(_test).parameters) == ["harness"]:
         globals()[_name] = _test
+
+
+async def test_a_text_and_a_voice_note_stored_together_are_answered_once(harness: Harness) -> None:
+    """Webhook mode: a text and a voice note waiting in the inbox behind a turn get one answer reading both."""
+    await test_media.test_a_text_and_a_voice_note_that_waited_together_get_one_answer_that_reads_both(harness)
+
+
+async def test_a_text_stored_before_a_refused_voice_note_is_still_answered(harness: Harness) -> None:
+    """Webhook mode: the text waiting in the inbox before a refused voice note is answered after the refusal."""
+    await test_media.test_a_text_followed_by_a_refused_voice_note_is_still_answered(harness)
 
 
 async def test_conversation_in_webhook_mode(harness: Harness) -> None:
