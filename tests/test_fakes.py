@@ -140,6 +140,29 @@ async def test_wrong_token_is_unauthorized(fake: FakeBotAPI) -> None:
     assert response.json() == {"ok": False, "error_code": 401, "description": "Unauthorized"}
 
 
+async def test_a_client_that_hangs_up_mid_request_broke_no_rule(fake: FakeBotAPI) -> None:
+    """A request whose client closes the connection before its body arrives (a cancelled draft) is noted as
+    abandoned, not as an error of the bot, and the server goes on answering."""
+    host, port = fake.url.removeprefix("http://").split(":")
+    _, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"POST /bot{TOKEN}/sendMessageDraft HTTP/1.1\r\nHost: {host}\r\n"
+                 "Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"chat_id\": ".encode())
+    await writer.drain()
+    for _ in range(200):  # until the server is reading the body
+        if any(c["method"] == "sendMessageDraft" for c in fake.calls):
+            break
+        await asyncio.sleep(0.01)
+    writer.close()
+    await writer.wait_closed()
+    for _ in range(200):
+        if fake.abandoned:
+            break
+        await asyncio.sleep(0.01)
+    assert fake.abandoned == ["sendMessageDraft"] and fake.errors == []
+    async with Bot(TOKEN, base_url=fake.base_url) as bot:
+        assert (await bot.get_me()).is_bot
+
+
 async def test_unknown_method_is_not_found(fake: FakeBotAPI, http: httpx.AsyncClient) -> None:
     """A method missing from the spec answers 404 Not Found and is recorded as an error."""
     response = await http.post("sendMesage", data={"chat_id": ANN, "text": "hi"})

@@ -864,6 +864,9 @@ class FakeBotAPI(LoopbackServer):
         # Every sendMessage answered 200, in the order they completed (chat_id, time of arrival, raw text).
         self.delivered: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
+        # Requests whose client hung up before its body arrived (a draft cancelled because the reply went first):
+        # nothing is answered and no rule was broken.
+        self.abandoned: list[str] = []
         self.warnings: list[str] = []
         self.callback_answers: dict[str, dict[str, Any]] = {}
         self.commands: dict[str, list[dict[str, Any]]] = {}
@@ -1466,6 +1469,10 @@ class FakeBotAPI(LoopbackServer):
                     }
                 )
             return self._error_response(exc)
+        except ConnectionResetError:  # the client went away mid-request: there is nobody to answer
+            call["status"] = 0
+            self.abandoned.append(method)
+            return web.Response()
         except Exception as exc:  # a bug in the fake itself: make it loud
             logger.exception("FakeBotAPI failed on %s", method)
             call["status"] = 500
