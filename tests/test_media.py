@@ -438,7 +438,7 @@ async def behind_a_slow_turn(h: Harness, *, duration: int, expect: int) -> tuple
     replies. Return the index of the first Gemini request after "first" was sent, and the replies."""
     await to_coaching(h, ANN)
     h.gemini.responder = lambda req: (heard("and 3 km yesterday") if req.system == prompts.MEDIA.text
-                                      else Fault.hang(1.0) if req.last_user_text == "first" else None)
+                                      else Fault.hang(2.0) if req.last_user_text == "first" else None)
     calls, before = len(h.gemini.requests), len(h.bot_api.messages(ANN))
     h.bot_api.user_sends(ANN, "first")
     await h.bot_api.wait_for(lambda: any(r.last_user_text == "first" for r in h.gemini.requests[calls:]), timeout=5)
