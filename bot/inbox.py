@@ -13,7 +13,7 @@ from typing import Any
 from telegram import Update
 
 from bot.context import ReinApp
-from bot.ordering import PerUserOrder
+from bot.ordering import FILE_KINDS, PerUserOrder, coach_answers
 from storage import inbox
 from storage.db import Database
 
@@ -93,12 +93,6 @@ class Inbox:
 
 
 def answerable_payload(payload: dict[str, Any]) -> bool:
-    """A stored update the coach answers (as `bot.ordering.answerable`): a new text that is not a command, or a
-    voice note, audio file or photo."""
+    """A stored update that is a new message the coach answers (`bot.ordering.coach_answers`)."""
     message = payload.get("message")
-    if not isinstance(message, dict):
-        return False
-    if any(message.get(kind) for kind in ("voice", "audio", "photo")):
-        return True
-    text = message.get("text")
-    return isinstance(text, str) and not text.startswith("/")
+    return isinstance(message, dict) and coach_answers(message.get("text"), (message.get(k) for k in FILE_KINDS))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 from typing import Any
 
 from telegram import Update
@@ -58,15 +58,21 @@ def private_user(update: object) -> int | None:
     return user.id
 
 
+FILE_KINDS = ("voice", "audio", "photo")  # a message's fields holding what the coach hears or sees
+
+
+def coach_answers(text: object, files: Iterable[object]) -> bool:
+    """The rule for a message the coach answers: it carries a voice note, audio file or photo (read as the words
+    spoken or a line describing it, so a burst folds it in like a text), or it is a text that is not a command."""
+    return any(files) or (isinstance(text, str) and not text.startswith("/"))
+
+
 def answerable(update: object) -> bool:
-    """Whether an update is a message the coach answers: a new text that is not a command, or a voice note, audio
-    file or photo (read as the words spoken or a line describing it, so a burst folds it in like a text)."""
+    """Whether an update is a new message the coach answers (`coach_answers`)."""
     if not isinstance(update, Update) or update.message is None:
         return False
     message = update.message
-    if message.voice is not None or message.audio is not None or message.photo:
-        return True
-    return message.text is not None and not message.text.startswith("/")
+    return coach_answers(message.text, (getattr(message, kind) for kind in FILE_KINDS))
 
 
 class PerUserOrder(BaseUpdateProcessor):

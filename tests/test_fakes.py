@@ -148,16 +148,10 @@ async def test_a_client_that_hangs_up_mid_request_broke_no_rule(fake: FakeBotAPI
     writer.write(f"POST /bot{TOKEN}/sendMessageDraft HTTP/1.1\r\nHost: {host}\r\n"
                  "Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"chat_id\": ".encode())
     await writer.drain()
-    for _ in range(200):  # until the server is reading the body
-        if any(c["method"] == "sendMessageDraft" for c in fake.calls):
-            break
-        await asyncio.sleep(0.01)
+    await fake.wait_for(lambda: any(c["method"] == "sendMessageDraft" for c in fake.calls), what="the body read")
     writer.close()
     await writer.wait_closed()
-    for _ in range(200):
-        if fake.abandoned:
-            break
-        await asyncio.sleep(0.01)
+    await fake.wait_for(lambda: bool(fake.abandoned), what="the hang-up noted")
     assert fake.abandoned == ["sendMessageDraft"] and fake.errors == []
     async with Bot(TOKEN, base_url=fake.base_url) as bot:
         assert (await bot.get_me()).is_bot
